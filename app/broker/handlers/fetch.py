@@ -1,0 +1,141 @@
+"""Fetch v4-v16: long-poll reads served from whichever layer holds the offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ...storage import errors as se
+from ..errors import (
+    FETCH_SESSION_ID_NOT_FOUND,
+    NONE,
+    OFFSET_OUT_OF_RANGE,
+    UNKNOWN_TOPIC_ID,
+    UNKNOWN_TOPIC_OR_PARTITION,
+)
+from ..protocol.codec import Request
+from ..protocol.fetch_codec import (
+    FETCH_TOPIC_IDS_FROM,
+    FetchPartitionResult,
+    FetchTopicResult,
+    encode_fetch_response,
+)
+from .base import ApiSpec, Frame
+
+if TYPE_CHECKING:
+    from ...storage.log import PartitionLog
+    from ..broker import Broker
+
+FETCH = 1
+
+
+@dataclass(slots=True)
+class _Wanted:
+    log: PartitionLog | None
+    result: FetchPartitionResult
+    offset: int
+    max_bytes: int
+
+
+def _plan(broker: Broker, req: Request) -> tuple[list[FetchTopicResult], list[_Wanted]]:
+    by_id = req.header.api_version >= FETCH_TOPIC_IDS_FROM
+    topics: list[FetchTopicResult] = []
+    wanted: list[_Wanted] = []
+    for t in req.body.topics:
+        if by_id:
+            meta = broker.storage.metadata.get_by_id(t.topic_id)
+            missing = UNKNOWN_TOPIC_ID
+        else:
+            meta = broker.storage.metadata.get(t.topic)
+            missing = UNKNOWN_TOPIC_OR_PARTITION
+        name = meta.name if meta else getattr(t, "topic", "")
+        topic_id: uuid.UUID | None = meta.topic_id if meta else getattr(t, "topic_id", None)
+        parts: list[FetchPartitionResult] = []
+        topics.append(FetchTopicResult(name, topic_id, parts))
+        for p in t.partitions:
+            res = FetchPartitionResult(p.partition)
+            parts.append(res)
+            plog = None
+            if meta is None:
+                res.error_code = missing
+            else:
+                try:
+                    plog = broker.storage.log(meta.name, p.partition)
+                except se.UnknownTopic:
+                    res.error_code = UNKNOWN_TOPIC_OR_PARTITION
+            wanted.append(_Wanted(plog, res, int(p.fetch_offset), int(p.partition_max_bytes)))
+    return topics, wanted
+
+
+def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
+    """Fill every partition result; returns bytes read and whether any errored."""
+    total = 0
+    errored = False
+    for w in wanted:
+        plog, res = w.log, w.result
+        if plog is None:
+            errored = True
+            continue
+        res.high_watermark = plog.high_watermark
+        res.last_stable_offset = plog.high_watermark
+        res.log_start_offset = plog.log_start_offset
+        limit = min(w.max_bytes, max_bytes - total)
+        if limit <= 0 and total:
+            res.records = []
+            continue
+        try:
+            batches = plog.read(w.offset, max(limit, 1))
+        except se.OffsetOutOfRange:
+            res.error_code = OFFSET_OUT_OF_RANGE
+            res.records = []
+            errored = True
+            continue
+        res.error_code = NONE
+        size = sum(len(b) for b in batches)
+        if total and size > limit:
+            # Only the first non-empty partition may exceed the limits (KIP-74).
+            batches, size = [], 0
+        res.records = batches
+        total += size
+    return total, errored
+
+
+async def handle(broker: Broker, req: Request) -> Frame:
+    body = req.body
+    version = req.header.api_version
+    session_id = int(getattr(body, "session_id", 0))
+    if session_id != 0:
+        # Sessions are always declined (id 0), so a client cannot hold one.
+        frame = encode_fetch_response(
+            version, req.header.correlation_id, [], FETCH_SESSION_ID_NOT_FOUND, 0
+        )
+        return frame
+    topics, wanted = _plan(broker, req)
+    max_bytes = int(getattr(body, "max_bytes", 2**31 - 1))
+    min_bytes = max(int(body.min_bytes), 1)
+    deadline = time.monotonic() + body.max_wait.total_seconds()
+    while True:
+        total, errored = _read(wanted, max_bytes)
+        remaining = deadline - time.monotonic()
+        if total >= min_bytes or errored or remaining <= 0:
+            break
+        waits = [
+            # Wait past what was already seen, or min_bytes > 0 would spin.
+            asyncio.ensure_future(
+                w.log.wait_for_data(max(w.offset, w.result.high_watermark), remaining)
+            )
+            for w in wanted
+            if w.log is not None
+        ]
+        if not waits:
+            break
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+    return encode_fetch_response(version, req.header.correlation_id, topics)
+
+
+APIS = [ApiSpec(FETCH, 4, 16, handle)]

@@ -1,0 +1,63 @@
+"""ListOffsets v1-v8: earliest, latest, max-timestamp and by-timestamp lookups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...storage import errors as se
+from ..errors import NONE, UNKNOWN_TOPIC_OR_PARTITION
+from ..protocol.codec import Request
+from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+LIST_OFFSETS = 2
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL = -4
+
+
+def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, int, int]:
+    """(error, offset, timestamp) for one partition."""
+    try:
+        plog = broker.storage.log(topic, partition)
+    except se.UnknownTopic:
+        return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+    if ts == LATEST:
+        return NONE, plog.high_watermark, -1
+    if ts in (EARLIEST, EARLIEST_LOCAL):
+        return NONE, plog.log_start_offset, -1
+    if ts == MAX_TIMESTAMP:
+        max_ts, offset = plog.max_timestamp()
+        return NONE, offset, max_ts
+    found = plog.offset_for_timestamp(ts)
+    if found is None:
+        return NONE, -1, -1
+    offset, found_ts = found
+    return NONE, offset, found_ts
+
+
+async def handle(broker: Broker, req: Request) -> Frame:
+    resp, mod = response_classes(req)
+    topics: list[Any] = []
+    for t in req.body.topics:
+        parts = []
+        for p in t.partitions:
+            code, offset, ts = _lookup(broker, t.name, int(p.partition_index), int(p.timestamp))
+            parts.append(
+                build(
+                    mod.ListOffsetsPartitionResponse,
+                    partition_index=p.partition_index,
+                    error_code=err(code),
+                    timestamp=ts,
+                    offset=offset,
+                    leader_epoch=0 if code == NONE else -1,
+                )
+            )
+        topics.append(build(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(parts)))
+    return respond(req, build(resp, throttle_time=NO_THROTTLE, topics=tuple(topics)))
+
+
+APIS = [ApiSpec(LIST_OFFSETS, 1, 8, handle)]

@@ -1,0 +1,116 @@
+"""Produce v3-v11: validate batches, append verbatim, ack once durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from ...storage import errors as se
+from ...storage.batch import validate_batches
+from ..errors import (
+    CORRUPT_MESSAGE,
+    INVALID_REQUIRED_ACKS,
+    INVALID_TOPIC_EXCEPTION,
+    UNKNOWN_SERVER_ERROR,
+    UNKNOWN_TOPIC_OR_PARTITION,
+    code_for,
+)
+from ..protocol.codec import Request
+from ..protocol.produce_codec import PartitionResult, encode_produce_response
+from .base import ApiSpec, Frame
+
+if TYPE_CHECKING:
+    from ...storage.log import PartitionLog
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+PRODUCE = 0
+
+
+def _resolve_topic(broker: Broker, name: str) -> int:
+    """0 when the topic exists (creating it if allowed), else the error code."""
+    if broker.storage.metadata.get(name) is not None:
+        return 0
+    if not broker.settings.auto_create_topics:
+        return UNKNOWN_TOPIC_OR_PARTITION
+    try:
+        broker.storage.create_topic(name, broker.settings.default_partitions, {})
+    except se.TopicExists:
+        pass
+    except se.InvalidTopic:
+        return INVALID_TOPIC_EXCEPTION
+    return 0
+
+
+def _append(broker: Broker, plog: PartitionLog, records: bytes | None, now_ms: int) -> PartitionResult:
+    result = PartitionResult(plog.partition)
+    if not records:
+        result.error_code = CORRUPT_MESSAGE
+        result.error_message = "produce request carries no record batch"
+        return result
+    try:
+        batches = validate_batches(records)
+        appended = plog.append(records, batches, now_ms)
+    except se.DuplicateSequence as dup:
+        # An idempotent retry: acknowledge with the original offsets.
+        result.base_offset = dup.base_offset
+        result.log_append_time_ms = dup.log_append_time_ms
+        result.log_start_offset = plog.log_start_offset
+        return result
+    except se.StorageError as exc:
+        result.error_code = code_for(exc)
+        result.error_message = str(exc)
+        result.log_start_offset = plog.log_start_offset
+        return result
+    result.base_offset = appended.base_offset
+    result.log_append_time_ms = appended.log_append_time_ms
+    result.log_start_offset = appended.log_start_offset
+    return result
+
+
+async def handle(broker: Broker, req: Request) -> Frame:
+    body = req.body
+    acks = int(body.acks)
+    now_ms = int(time.time() * 1000)
+    topics: list[tuple[str, list[PartitionResult]]] = []
+    durable: list[Awaitable[None]] = []
+    for topic in body.topic_data:
+        name = topic.name
+        results: list[PartitionResult] = []
+        topics.append((name, results))
+        topic_error = INVALID_REQUIRED_ACKS if acks not in (0, 1, -1) else 0
+        if not topic_error:
+            topic_error = _resolve_topic(broker, name)
+        for pdata in topic.partition_data:
+            if topic_error:
+                results.append(PartitionResult(pdata.index, topic_error))
+                continue
+            try:
+                plog = broker.storage.log(name, pdata.index)
+            except se.UnknownTopic:
+                results.append(PartitionResult(pdata.index, UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            result = _append(broker, plog, pdata.records, now_ms)
+            results.append(result)
+            if result.error_code == 0 and acks != 0:
+                durable.append(plog.wait_durable(plog.log_end_offset))
+    if acks == 0:
+        return None
+    if durable:
+        outcomes = await asyncio.gather(*durable, return_exceptions=True)
+        if any(isinstance(o, BaseException) for o in outcomes):
+            # fsync failed: the data may not survive a crash, so nothing is acked.
+            log.error("fsync failed: %s", [o for o in outcomes if isinstance(o, BaseException)])
+            for _, results in topics:
+                for r in results:
+                    if r.error_code == 0:
+                        r.error_code = UNKNOWN_SERVER_ERROR
+                        r.error_message = "write could not be made durable"
+    return encode_produce_response(req.header.api_version, req.header.correlation_id, topics)
+
+
+APIS = [ApiSpec(PRODUCE, 3, 11, handle)]

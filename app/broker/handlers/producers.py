@@ -1,0 +1,42 @@
+"""InitProducerId v0-v4: producer ids for idempotent (and transactional) producers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import NONE
+from ..protocol.codec import Request
+from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+INIT_PRODUCER_ID = 22
+MAX_EPOCH = 32767
+
+
+async def init_producer_id(broker: Broker, req: Request) -> Frame:
+    resp, _ = response_classes(req)
+    body = req.body
+    meta = broker.storage.metadata
+    current_id = int(getattr(body, "producer_id", -1))
+    current_epoch = int(getattr(body, "producer_epoch", -1))
+    if body.transactional_id:
+        producer_id, epoch = meta.transactional_producer(body.transactional_id)
+    elif current_id >= 0 and 0 <= current_epoch < MAX_EPOCH - 1:
+        # KIP-360: an idempotent producer asks to bump its epoch after an
+        # unknown-producer error, keeping its id and resetting sequences.
+        producer_id, epoch = current_id, current_epoch + 1
+    else:
+        producer_id, epoch = meta.next_producer_id(), 0
+    body_out = build(
+        resp,
+        throttle_time=NO_THROTTLE,
+        error_code=err(NONE),
+        producer_id=producer_id,
+        producer_epoch=epoch,
+    )
+    return respond(req, body_out)
+
+
+APIS = [ApiSpec(INIT_PRODUCER_ID, 0, 4, init_producer_id)]

@@ -1,0 +1,174 @@
+"""Request headers and bodies decoded with kio; responses encoded with kio.
+
+Only the hot-path responses (Produce, Fetch) have hand-written encoders, in
+their own modules.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from kio.index import load_payload_module
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+_HEADER_PREFIX = struct.Struct(">hhi")
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
+
+API_VERSIONS_KEY = 18
+
+
+class UnknownApi(Exception):
+    """The API key or version has no schema: the request cannot be parsed."""
+
+
+class MalformedRequest(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+@dataclass(slots=True)
+class Request:
+    header: RequestHeader
+    body: Any
+    flexible: bool
+
+
+def peek_header(frame: bytes) -> tuple[int, int, int]:
+    """API key, version and correlation id: readable even when nothing else is."""
+    if len(frame) < 8:
+        raise MalformedRequest("request shorter than its header")
+    return _HEADER_PREFIX.unpack_from(frame, 0)
+
+
+@lru_cache(maxsize=None)
+def request_type(api_key: int, version: int) -> type:
+    try:
+        module = load_payload_module(api_key, version, EntityType.request)
+    except Exception as exc:
+        raise UnknownApi(f"no schema for api {api_key} v{version}") from exc
+    for value in vars(module).values():
+        if isinstance(value, type) and getattr(value, "__type__", None) is EntityType.request:
+            return value
+    raise UnknownApi(f"no request entity for api {api_key} v{version}")
+
+
+@lru_cache(maxsize=None)
+def response_type(api_key: int, version: int) -> type:
+    try:
+        module = load_payload_module(api_key, version, EntityType.response)
+    except Exception as exc:
+        raise UnknownApi(f"no schema for api {api_key} v{version}") from exc
+    for value in vars(module).values():
+        if isinstance(value, type) and getattr(value, "__type__", None) is EntityType.response:
+            return value
+    raise UnknownApi(f"no response entity for api {api_key} v{version}")
+
+
+@lru_cache(maxsize=None)
+def _reader(entity: type) -> Callable[..., Any]:
+    return entity_reader(entity)
+
+
+@lru_cache(maxsize=None)
+def _writer(entity: type) -> Callable[..., Any]:
+    return entity_writer(entity)
+
+
+def is_flexible(api_key: int, version: int) -> bool:
+    return bool(request_type(api_key, version).__flexible__)
+
+
+def decode_request(frame: bytes) -> Request:
+    """Parse header and body. Raises UnknownApi or MalformedRequest."""
+    api_key, version, correlation_id = peek_header(frame)
+    req_type = request_type(api_key, version)
+    flexible = bool(req_type.__flexible__)
+    try:
+        client_id, pos = _read_header_rest(frame, flexible)
+        body, size = _reader(req_type)(frame, pos)
+    except MalformedRequest:
+        raise
+    except Exception as exc:
+        raise MalformedRequest(f"cannot decode api {api_key} v{version}: {exc}") from exc
+    if pos + size != len(frame):
+        raise MalformedRequest(
+            f"api {api_key} v{version}: {len(frame) - pos - size} trailing bytes"
+        )
+    return Request(RequestHeader(api_key, version, correlation_id, client_id), body, flexible)
+
+
+def _read_header_rest(frame: bytes, flexible: bool) -> tuple[str | None, int]:
+    """Client id and (header v2) the tag buffer, whose tags are all skipped.
+
+    Parsed by hand because kio raises KeyError on header tags it does not
+    know, where the protocol says to ignore them.
+    """
+    if len(frame) < 10:
+        raise MalformedRequest("request header truncated")
+    (n,) = _I16.unpack_from(frame, 8)
+    pos = 10 + max(n, 0)
+    if pos > len(frame):
+        raise MalformedRequest("client id runs past the end of the request")
+    client_id = None if n < 0 else frame[10:pos].decode("utf-8", "replace")
+    if flexible:
+        count, pos = _read_uvarint(frame, pos)
+        for _ in range(count):
+            _, pos = _read_uvarint(frame, pos)
+            length, pos = _read_uvarint(frame, pos)
+            pos += length
+        if pos > len(frame):
+            raise MalformedRequest("header tag buffer runs past the end of the request")
+    return client_id, pos
+
+
+def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = 0
+    value = 0
+    while True:
+        if pos >= len(buf):
+            raise MalformedRequest("truncated varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 35:
+            raise MalformedRequest("varint too long")
+
+
+def response_header(correlation_id: int, flexible: bool) -> bytes:
+    # Response header v1 appends an empty tag buffer.
+    return _I32.pack(correlation_id) + (b"\x00" if flexible else b"")
+
+
+def encode_response(
+    api_key: int, version: int, correlation_id: int, flexible: bool, body: Any
+) -> bytes:
+    """A whole response frame (size prefix, header, body) encoded by kio."""
+    buf = io.BytesIO()
+    buf.write(b"\x00\x00\x00\x00")
+    # ApiVersions responses always use header v0 so that clients can parse
+    # them before they know which versions the broker speaks.
+    header_flexible = flexible and api_key != API_VERSIONS_KEY
+    buf.write(response_header(correlation_id, header_flexible))
+    _writer(type(body))(buf, body)
+    data = buf.getbuffer()
+    _I32.pack_into(data, 0, len(data) - 4)
+    out = bytes(data)
+    data.release()
+    return out

@@ -1,0 +1,218 @@
+"""Kafka listener: connections, the request pipeline and in-order responses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from .broker import Broker
+from .errors import UNSUPPORTED_VERSION
+from .handlers.api_versions import unsupported_version_response
+from .handlers.base import Frame, error_only_response
+from .protocol.codec import (
+    API_VERSIONS_KEY,
+    MalformedRequest,
+    Request,
+    UnknownApi,
+    decode_request,
+    peek_header,
+)
+from .protocol.framing import FrameDecoder, FrameTooLarge, InvalidFrame
+
+log = logging.getLogger(__name__)
+
+# In-flight requests per connection before we stop reading from it.
+MAX_IN_FLIGHT = 256
+
+
+class _Slot:
+    """One request's place in the response order."""
+
+    __slots__ = ("close_after", "done", "frame")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.frame: Frame = None
+        self.close_after = False
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, server: KafkaServer) -> None:
+        self.server = server
+        self.broker = server.broker
+        self.decoder = FrameDecoder(server.broker.settings.max_request_bytes)
+        self.pending: deque[_Slot] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self._closing = False
+        self._read_paused = False
+        self._write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.server.connections.discard(self)
+        for task in self.tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self._close_after_pending()
+            return
+        except InvalidFrame as exc:
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self._close_after_pending()
+            return
+        for frame in frames:
+            if self._closing:
+                return
+            self._dispatch(frame)
+        self._update_reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self._closing:
+            return
+        want_pause = self._write_paused or len(self.pending) >= MAX_IN_FLIGHT
+        if want_pause and not self._read_paused:
+            self.transport.pause_reading()
+            self._read_paused = True
+        elif not want_pause and self._read_paused:
+            self.transport.resume_reading()
+            self._read_paused = False
+
+    def _dispatch(self, frame: bytes) -> None:
+        try:
+            api_key, version, correlation_id = peek_header(frame)
+        except MalformedRequest:
+            log.warning("closing connection from %s: unreadable request header", self.peer)
+            self._close_after_pending()
+            return
+        broker = self.broker
+        if not broker.supports(api_key, version):
+            slot = _Slot()
+            slot.done = True
+            if api_key == API_VERSIONS_KEY:
+                slot.frame = unsupported_version_response(broker, correlation_id)
+            else:
+                slot.frame = error_only_response(
+                    api_key, version, correlation_id, UNSUPPORTED_VERSION
+                )
+                slot.close_after = slot.frame is None
+                log.warning(
+                    "unsupported request api_key=%d version=%d from %s%s",
+                    api_key,
+                    version,
+                    self.peer,
+                    "; closing" if slot.close_after else "",
+                )
+            self.pending.append(slot)
+            self._flush()
+            return
+        try:
+            req = decode_request(frame)
+        except (UnknownApi, MalformedRequest) as exc:
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self._close_after_pending()
+            return
+        slot = _Slot()
+        self.pending.append(slot)
+        task = asyncio.get_running_loop().create_task(self._run(slot, req))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, slot: _Slot, req: Request) -> None:
+        try:
+            slot.frame = await self.broker.handle(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "request api_key=%d version=%d failed; closing connection from %s",
+                req.header.api_key,
+                req.header.api_version,
+                self.peer,
+            )
+            slot.close_after = True
+        slot.done = True
+        self._flush()
+
+    def _close_after_pending(self) -> None:
+        slot = _Slot()
+        slot.done = True
+        slot.close_after = True
+        self.pending.append(slot)
+        self._flush()
+        self._closing = True
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        pending = self.pending
+        while pending and pending[0].done:
+            slot = pending.popleft()
+            frame = slot.frame
+            if frame is not None and not transport.is_closing():
+                if isinstance(frame, bytes):
+                    transport.write(frame)
+                else:
+                    transport.writelines(frame)
+            if slot.close_after:
+                self._closing = True
+                pending.clear()
+                transport.close()
+                return
+        self._update_reading()
+
+
+class KafkaServer:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.connections: set[KafkaConnection] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        log.info("Kafka listener on %s:%d", host, port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish, then close connections."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for c in self.connections for t in c.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()

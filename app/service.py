@@ -1,0 +1,101 @@
+"""Composes storage, the Kafka listener and the HTTP app on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from pathlib import Path
+
+import uvicorn
+
+from .api.app import create_app
+from .broker.broker import Broker
+from .broker.server import KafkaServer
+from .config import Settings
+from .storage.store import Storage, StorageConfig
+
+log = logging.getLogger(__name__)
+
+
+def cluster_id(data_dir: Path) -> str:
+    """Stable across restarts: clients compare it to detect a different cluster."""
+    path = data_dir / "cluster.id"
+    if path.exists():
+        return path.read_text().strip()
+    value = uuid.uuid4().hex[:22]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value)
+    tmp.replace(path)
+    return value
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = Storage(
+            StorageConfig(
+                data_dir=settings.data_dir,
+                fsync=settings.fsync,
+                fsync_interval_ms=settings.fsync_interval_ms,
+                segment_bytes=settings.segment_bytes,
+                segment_ms=settings.segment_ms,
+                memtail_bytes=settings.memtail_bytes,
+                retention_check_ms=settings.retention_check_ms,
+            )
+        )
+        self.app = create_app(self.storage)
+        self.kafka: KafkaServer | None = None
+        self.http: uvicorn.Server | None = None
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.storage.start()
+        broker = Broker(s, self.storage, cluster_id(s.data_dir))
+        self.kafka = KafkaServer(broker)
+        await self.kafka.start(s.kafka_host, s.kafka_port)
+        config = uvicorn.Config(
+            self.app,
+            host=s.http_host,
+            port=s.http_port,
+            log_level=s.log_level.lower(),
+            access_log=False,
+            lifespan="off",
+        )
+        self.http = uvicorn.Server(config)
+        # The service owns signal handling; uvicorn must not replace it.
+        self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        http_task = asyncio.create_task(self.http.serve())
+        while not self.http.started and not http_task.done():
+            await asyncio.sleep(0.01)
+        if http_task.done():
+            await self.kafka.stop()
+            await self.storage.close()
+            http_task.result()
+            raise RuntimeError("HTTP listener failed to start")
+        self.app.state.ready = True
+        log.info("ready: kafka %s:%d, http %s:%d", s.kafka_host, s.kafka_port, s.http_host, s.http_port)
+        await self._stop.wait()
+        log.info("shutting down")
+        self.app.state.ready = False
+        await self.kafka.stop()
+        self.http.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http_task, timeout=5)
+        await self.storage.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.run()

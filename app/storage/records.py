@@ -1,0 +1,104 @@
+"""Records inside a RecordBatch v2 (decoded only off the produce/fetch path)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .codecs import decompress
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = 61
+_TS_TYPE_LOG_APPEND = 0x08
+
+
+class RecordError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = 0
+    raw = 0
+    while True:
+        if pos >= len(buf):
+            raise RecordError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        raw |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (raw >> 1) ^ -(raw & 1), pos
+        shift += 7
+        if shift > 63:
+            raise RecordError("varint too long")
+
+
+def _bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    n, pos = _varint(buf, pos)
+    if n < 0:
+        return None, pos
+    if pos + n > len(buf):
+        raise RecordError("record field runs past the batch")
+    return buf[pos : pos + n], pos + n
+
+
+def iter_records(batch: bytes | memoryview) -> Iterator[Record]:
+    """Every record of one stored batch, with absolute offsets and timestamps."""
+    buf = bytes(batch)
+    if len(buf) < HEADER_SIZE:
+        raise RecordError("batch shorter than its header")
+    (
+        base_offset,
+        _length,
+        _epoch,
+        _magic,
+        _crc,
+        attributes,
+        _last_delta,
+        base_ts,
+        max_ts,
+        _pid,
+        _pepoch,
+        _seq,
+        count,
+    ) = _HEADER.unpack_from(buf, 0)
+    payload = decompress(attributes & 0x07, buf[HEADER_SIZE:])
+    log_append = bool(attributes & _TS_TYPE_LOG_APPEND)
+    pos = 0
+    for _ in range(count):
+        length, pos = _varint(payload, pos)
+        end = pos + length
+        if end > len(payload):
+            raise RecordError("record runs past the batch")
+        pos += 1  # record attributes, unused
+        ts_delta, pos = _varint(payload, pos)
+        offset_delta, pos = _varint(payload, pos)
+        key, pos = _bytes(payload, pos)
+        value, pos = _bytes(payload, pos)
+        n_headers, pos = _varint(payload, pos)
+        headers: list[tuple[str, bytes | None]] = []
+        for _h in range(n_headers):
+            hkey, pos = _bytes(payload, pos)
+            hval, pos = _bytes(payload, pos)
+            headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
+        if pos != end:
+            raise RecordError("record length does not match its fields")
+        ts = max_ts if log_append else base_ts + ts_delta
+        yield Record(base_offset + offset_delta, ts, key, value, headers)
+
+
+def first_at_or_after(batch: bytes | memoryview, timestamp: int) -> tuple[int, int] | None:
+    """(offset, timestamp) of the batch's first record stamped at or after `timestamp`."""
+    for rec in iter_records(batch):
+        if rec.timestamp >= timestamp:
+            return rec.offset, rec.timestamp
+    return None
