@@ -53,9 +53,7 @@ class Settings:
     memtail_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "memory tail budget across all partitions"}
     )
-    retention_check_ms: int = field(
-        default=30_000, metadata={"help": "how often retention runs"}
-    )
+    retention_check_ms: int = field(default=30_000, metadata={"help": "how often retention runs"})
     node_id: int = field(default=1, metadata={"help": "broker and controller id"})
 
     @property

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import uuid
+from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
@@ -30,6 +31,14 @@ def cluster_id(data_dir: Path) -> str:
     tmp.write_text(value)
     tmp.replace(path)
     return value
+
+
+class _EmbeddedHttpServer(uvicorn.Server):
+    """uvicorn on our loop; the service, not uvicorn, owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class Service:
@@ -69,9 +78,7 @@ class Service:
             access_log=False,
             lifespan="off",
         )
-        self.http = uvicorn.Server(config)
-        # The service owns signal handling; uvicorn must not replace it.
-        self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.http = _EmbeddedHttpServer(config)
         http_task = asyncio.create_task(self.http.serve())
         while not self.http.started and not http_task.done():
             await asyncio.sleep(0.01)
@@ -81,7 +88,9 @@ class Service:
             http_task.result()
             raise RuntimeError("HTTP listener failed to start")
         self.app.state.ready = True
-        log.info("ready: kafka %s:%d, http %s:%d", s.kafka_host, s.kafka_port, s.http_host, s.http_port)
+        log.info(
+            "ready: kafka %s:%d, http %s:%d", s.kafka_host, s.kafka_port, s.http_host, s.http_port
+        )
         await self._stop.wait()
         log.info("shutting down")
         self.app.state.ready = False

@@ -20,7 +20,9 @@ class TopicInfo(BaseModel):
     partitions: list[PartitionInfo]
 
 
-@router.get("/topics", summary="List topics with per-partition offsets", response_model=list[TopicInfo])
+@router.get(
+    "/topics", summary="List topics with per-partition offsets", response_model=list[TopicInfo]
+)
 async def list_topics(request: Request) -> list[TopicInfo]:
     storage = request.app.state.storage
     out: list[TopicInfo] = []

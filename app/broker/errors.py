@@ -58,7 +58,7 @@ _STORAGE: dict[type[Exception], int] = {
 
 def code_for(exc: BaseException) -> int:
     for kind in type(exc).__mro__:
-        code = _STORAGE.get(kind)  # type: ignore[call-overload]
+        code = _STORAGE.get(kind)
         if code is not None:
             return code
     return UNKNOWN_SERVER_ERROR

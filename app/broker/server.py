@@ -52,8 +52,8 @@ class KafkaConnection(asyncio.Protocol):
         self._write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport.
+        self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
 

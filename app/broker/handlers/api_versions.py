@@ -27,7 +27,7 @@ def unsupported_version_response(broker: Broker, correlation_id: int) -> bytes:
     body = ApiVersionsResponseV0(
         error_code=err(UNSUPPORTED_VERSION),
         api_keys=tuple(
-            ApiVersionV0(api_key=s.key, min_version=s.min_version, max_version=s.max_version)
+            build(ApiVersionV0, api_key=s.key, min_version=s.min_version, max_version=s.max_version)
             for s in sorted(broker.apis.values(), key=lambda s: s.key)
         ),
     )

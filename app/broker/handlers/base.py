@@ -6,7 +6,7 @@ import datetime
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -36,7 +36,7 @@ def module_of(entity: type) -> Any:
     return sys.modules[entity.__module__]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_names(entity: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(entity))
 

@@ -60,7 +60,7 @@ def _error_entry(mod: Any, name: str | None, topic_id: Any, code: int) -> Any:
 
 
 def _lookup(broker: Broker, mod: Any, name: str, auto_create: bool) -> Any:
-    meta = broker.storage.metadata.get(name)
+    meta: TopicMeta | None = broker.storage.metadata.get(name)
     if meta is not None:
         return _topic_entry(broker, mod, meta)
     if not auto_create:
@@ -96,11 +96,11 @@ async def handle(broker: Broker, req: Request) -> Frame:
             name = getattr(t, "name", None)
             topic_id = getattr(t, "topic_id", None)
             if name is None and topic_id is not None and topic_id.int != 0:
-                meta = broker.storage.metadata.get_by_id(topic_id)
-                if meta is None:
+                found = broker.storage.metadata.get_by_id(topic_id)
+                if found is None:
                     topics.append(_error_entry(mod, None, topic_id, UNKNOWN_TOPIC_ID))
                 else:
-                    topics.append(_topic_entry(broker, mod, meta))
+                    topics.append(_topic_entry(broker, mod, found))
             elif name is None:
                 topics.append(_error_entry(mod, None, topic_id, INVALID_TOPIC_EXCEPTION))
             else:

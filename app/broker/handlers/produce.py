@@ -46,7 +46,9 @@ def _resolve_topic(broker: Broker, name: str) -> int:
     return 0
 
 
-def _append(broker: Broker, plog: PartitionLog, records: bytes | None, now_ms: int) -> PartitionResult:
+def _append(
+    broker: Broker, plog: PartitionLog, records: bytes | None, now_ms: int
+) -> PartitionResult:
     result = PartitionResult(plog.partition)
     if not records:
         result.error_code = CORRUPT_MESSAGE

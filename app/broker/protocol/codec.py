@@ -10,7 +10,7 @@ import io
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from kio.index import load_payload_module
@@ -54,7 +54,7 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
     return _HEADER_PREFIX.unpack_from(frame, 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def request_type(api_key: int, version: int) -> type:
     try:
         module = load_payload_module(api_key, version, EntityType.request)
@@ -66,7 +66,7 @@ def request_type(api_key: int, version: int) -> type:
     raise UnknownApi(f"no request entity for api {api_key} v{version}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def response_type(api_key: int, version: int) -> type:
     try:
         module = load_payload_module(api_key, version, EntityType.response)
@@ -78,25 +78,25 @@ def response_type(api_key: int, version: int) -> type:
     raise UnknownApi(f"no response entity for api {api_key} v{version}")
 
 
-@lru_cache(maxsize=None)
-def _reader(entity: type) -> Callable[..., Any]:
+@cache
+def _reader(entity: Any) -> Callable[..., Any]:
     return entity_reader(entity)
 
 
-@lru_cache(maxsize=None)
-def _writer(entity: type) -> Callable[..., Any]:
+@cache
+def _writer(entity: Any) -> Callable[..., Any]:
     return entity_writer(entity)
 
 
 def is_flexible(api_key: int, version: int) -> bool:
-    return bool(request_type(api_key, version).__flexible__)
+    return bool(getattr(request_type(api_key, version), "__flexible__", False))
 
 
 def decode_request(frame: bytes) -> Request:
     """Parse header and body. Raises UnknownApi or MalformedRequest."""
     api_key, version, correlation_id = peek_header(frame)
     req_type = request_type(api_key, version)
-    flexible = bool(req_type.__flexible__)
+    flexible = bool(getattr(req_type, "__flexible__", False))
     try:
         client_id, pos = _read_header_rest(frame, flexible)
         body, size = _reader(req_type)(frame, pos)
@@ -166,7 +166,8 @@ def encode_response(
     # them before they know which versions the broker speaks.
     header_flexible = flexible and api_key != API_VERSIONS_KEY
     buf.write(response_header(correlation_id, header_flexible))
-    _writer(type(body))(buf, body)
+    body_type: Any = type(body)
+    _writer(body_type)(buf, body)
     data = buf.getbuffer()
     _I32.pack_into(data, 0, len(data) - 4)
     out = bytes(data)

@@ -1,0 +1,471 @@
+"""PartitionLog: the one object the broker appends to and fetches from for a partition. It
+ties together the WAL segments, the memory tail, idempotent-producer state and the
+high watermark that the group-commit scheduler advances."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from app.storage.batch import (
+    BatchHeader,
+    set_base_offset,
+    set_log_append_time,
+)
+from app.storage.errors import OffsetOutOfRange, RecordTooLarge, StorageError
+from app.storage.fileutil import atomic_write
+from app.storage.fsync import FsyncScheduler, SyncWork
+from app.storage.memtail import MemTail, MemTailBudget
+from app.storage.producers import ProducerState
+from app.storage.topicconfig import LogConfig
+from app.storage.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
+
+log = logging.getLogger(__name__)
+
+PRODUCER_SNAPSHOT = "producer-state.json"
+LOG_START_FILE = "log-start-offset"
+
+
+@dataclass
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless LogAppendTime
+    log_start_offset: int
+
+
+class PartitionLog:
+    """Opening a PartitionLog recovers it (scans the active segment, replays producer
+    state), which can take a while: callers on the event loop should do it in a thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        partition: int,
+        configs: Mapping[str, str],
+        fsync: FsyncScheduler,
+        budget: MemTailBudget,
+    ) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = LogConfig.from_configs(configs)
+        self._fsync = fsync
+        self._closed = False
+        self._new_dirs: list[Path] = []
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            self._new_dirs = [directory, directory.parent]
+        persisted_start = self._read_log_start()
+        self._wal = Wal.open(directory, persisted_start)
+        self.log_start_offset = min(
+            max(persisted_start, self._wal.segments[0].base_offset), self._wal.next_offset
+        )
+        self._producers = self._recover_producers()
+        if self._wal.active.size:
+            # Whatever recovery kept is made durable before anyone can read it.
+            os.fsync(self._wal.active.fd)
+        self.high_watermark = self._wal.next_offset
+        # End offset captured by the latest fsync round (started, maybe not finished).
+        self._sync_started_end = self.high_watermark
+        self._tail = MemTail(budget)
+        self._pending_sealed: list[WalSegment] = []
+        self._pending_jobs: list[Callable[[], None]] = []
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._data_future: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"PartitionLog({self.topic}-{self.partition})"
+
+    def _read_log_start(self) -> int:
+        try:
+            return int((self.directory / LOG_START_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _recover_producers(self) -> ProducerState:
+        """Load the last snapshot and replay the batch headers written after it; without a
+        usable snapshot, replay every segment."""
+        path = self.directory / PRODUCER_SNAPSHOT
+        loaded = None
+        if path.exists():
+            loaded = ProducerState.from_snapshot(path.read_bytes())
+        if loaded is not None and loaded[1] <= self._wal.next_offset:
+            state, since = loaded
+        else:
+            state, since = ProducerState(), -1
+        for seg in self._wal.segments:
+            if seg.next_offset <= since:
+                continue
+            start = (
+                seg.offset_index.lookup(since - seg.base_offset) if since > seg.base_offset else 0
+            )
+            for _pos, h in seg.iter_headers(start):
+                if h.base_offset >= since:
+                    state.replay(h)
+        return state
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._wal.next_offset
+
+    @property
+    def producer_state(self) -> ProducerState:
+        return self._producers
+
+    def update_config(self, configs: Mapping[str, str]) -> None:
+        self.config = LogConfig.from_configs(configs)
+
+    def size_bytes(self) -> int:
+        return self._wal.size_bytes()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self.topic}-{self.partition} is closed")
+
+    def append(
+        self, data: bytes, batches: list[tuple[int, int, BatchHeader]], now_ms: int
+    ) -> AppendResult:
+        """Append validated batches (from validate_batches(data)) as one unit."""
+        self._check_open()
+        if not batches:
+            raise StorageError("append needs at least one batch")
+        cfg = self.config
+        for _s, _e, h in batches:
+            if h.size > cfg.max_message_bytes:
+                raise RecordTooLarge(h.size, cfg.max_message_bytes)
+            if h.size > cfg.segment_bytes:
+                raise RecordTooLarge(h.size, cfg.segment_bytes, "segment.bytes")
+        self._producers.check(h for _s, _e, h in batches)
+
+        first_start, last_end = batches[0][0], batches[-1][1]
+        buf = bytearray(memoryview(data)[first_start:last_end])
+        count = sum(h.last_offset_delta + 1 for _s, _e, h in batches)
+        incoming_ts = now_ms if cfg.log_append_time else max(h.max_timestamp for *_, h in batches)
+        self._maybe_roll(len(buf), incoming_ts, count)
+
+        seg = self._wal.active
+        offset = base = self.log_end_offset
+        appended: list[Appended] = []
+        for start, end, h in batches:
+            pos = start - first_start
+            set_base_offset(buf, pos, offset)
+            max_ts = h.max_timestamp
+            if cfg.log_append_time:
+                set_log_append_time(buf, pos, end - start, now_ms)
+                max_ts = now_ms
+            last = offset + h.last_offset_delta
+            appended.append(Appended(seg.size + pos, end - start, offset, last, max_ts))
+            offset = last + 1
+        seg.append(buf, appended)
+
+        # buf is never modified again, so views of it can be handed to fetches.
+        view = memoryview(buf)
+        seg_start = appended[0].position
+        self._tail.append(
+            [
+                (a.base_offset, a.last_offset + 1, view[a.position - seg_start :][: a.size])
+                for a in appended
+            ]
+        )
+        append_time = now_ms if cfg.log_append_time else -1
+        for (_s, _e, h), a in zip(batches, appended, strict=True):
+            if h.is_idempotent:
+                self._producers.update(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.last_sequence,
+                    a.base_offset,
+                    a.last_offset,
+                    append_time,
+                )
+        mode = self._fsync.mode
+        if mode != "always":
+            self._advance_hw(offset)
+        if mode != "never":
+            self._fsync.mark_dirty(self, urgent=mode == "always")
+        return AppendResult(base, offset - 1, append_time, self.log_start_offset)
+
+    def _maybe_roll(self, incoming_bytes: int, incoming_ts: int, count: int) -> None:
+        seg = self._wal.active
+        if seg.size == 0:
+            return
+        cfg = self.config
+        too_old = (
+            seg.first_timestamp is not None and incoming_ts - seg.first_timestamp > cfg.segment_ms
+        )
+        if (
+            seg.size + incoming_bytes > cfg.segment_bytes
+            or too_old
+            or self.log_end_offset + count - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
+        ):
+            self._roll()
+
+    def _roll(self) -> None:
+        """Seal the active segment. Its fsync, index files and a producer snapshot are written
+        by the fsync scheduler's thread, off the event loop."""
+        sealed = self._wal.roll()
+        snapshot = self._producers.to_snapshot(self.log_end_offset)
+        self._pending_sealed.append(sealed)
+        self._pending_jobs.append(sealed.save_indexes)
+        self._pending_jobs.append(
+            partial(atomic_write, self.directory / PRODUCER_SNAPSHOT, snapshot)
+        )
+        self._new_dirs.append(self.directory)
+        self._fsync.mark_dirty(self, urgent=True)
+
+    def sync_prepare(self) -> SyncWork:
+        """Called on the event loop by the fsync scheduler."""
+        work = SyncWork(self.log_end_offset)
+        if self._closed:
+            return work
+        work.jobs, self._pending_jobs = self._pending_jobs, []
+        for seg in self._pending_sealed:
+            if not seg.deleted:
+                work.fds.append(os.dup(seg.fd))
+        self._pending_sealed = []
+        if self._fsync.mode != "never" and work.end_offset > self._sync_started_end:
+            work.fds.append(os.dup(self._wal.active.fd))
+        self._sync_started_end = work.end_offset
+        for d in dict.fromkeys(self._new_dirs):
+            work.fds.append(os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+        self._new_dirs = []
+        return work
+
+    def sync_done(self, end_offset: int, error: BaseException | None) -> None:
+        if error is not None:
+            # Let the next waiter start a new round instead of waiting on this failed one.
+            self._sync_started_end = self.high_watermark
+            waiters, self._durable_waiters = self._durable_waiters, []
+            for _off, fut in waiters:
+                if not fut.done():
+                    fut.set_exception(StorageError(f"fsync failed: {error}"))
+            return
+        if self._fsync.durable_on_ack:
+            self._advance_hw(end_offset)
+
+    def _advance_hw(self, offset: int) -> None:
+        if offset <= self.high_watermark:
+            return
+        self.high_watermark = offset
+        if self._durable_waiters:
+            keep = []
+            for off, fut in self._durable_waiters:
+                if off <= offset:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((off, fut))
+            self._durable_waiters = keep
+        data_fut = self._data_future
+        if data_fut is not None:
+            self._data_future = None
+            if not data_fut.done():
+                data_fut.set_result(None)
+
+    async def wait_durable(self, offset: int) -> None:
+        """Resolve once every offset below `offset` is fsynced (mode always; otherwise at
+        once)."""
+        if not self._fsync.durable_on_ack or self.high_watermark >= offset:
+            return
+        self._check_open()
+        fut = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append((offset, fut))
+        if offset > self._sync_started_end:
+            # Otherwise an fsync already under way covers it.
+            self._fsync.mark_dirty(self, urgent=True)
+        await fut
+
+    async def wait_for_data(self, offset: int, timeout: float) -> None:
+        """Fetch long-poll: return when the high watermark passes `offset`, or on timeout."""
+        if self.high_watermark > offset or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._data_future
+        if fut is None or fut.done() or fut.get_loop() is not loop:
+            fut = self._data_future = loop.create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    def _check_offset(self, offset: int) -> None:
+        if offset < self.log_start_offset or offset > self.high_watermark:
+            raise OffsetOutOfRange(offset, self.log_start_offset, self.high_watermark)
+
+    def read(self, offset: int, max_bytes: int) -> list[bytes | memoryview]:
+        """Whole stored batches from the one holding `offset`, below the high watermark, at
+        most `max_bytes` except that the first batch is always returned whole (KIP-74)."""
+        self._check_open()
+        self._check_offset(offset)
+        hw = self.high_watermark
+        if offset == hw:
+            return []
+        hot = self._tail.read(offset, max_bytes, hw)
+        if hot:
+            return list(hot)
+        # A fetch may span segments: keep going while there is room.
+        out: list[bytes | memoryview] = []
+        remaining = max_bytes
+        segments = self._wal.segments
+        for i in range(self._wal.segment_for(offset), len(segments)):
+            seg = segments[i]
+            if seg.base_offset >= hw:
+                break
+            found = seg.read(offset, remaining, hw, first_whole=not out)
+            if found is not None:
+                out.append(found)
+                remaining -= len(found)
+            elif out:
+                break
+            offset = seg.next_offset
+            if remaining <= 0:
+                break
+        return out
+
+    def offset_for_timestamp(self, ts: int) -> tuple[int, int] | None:
+        """(base offset, max timestamp) of the first batch whose max timestamp is >= ts, or
+        None. Records are not decoded, so the offset is the batch's base offset."""
+        self._check_open()
+        hw, start = self.high_watermark, self.log_start_offset
+        for seg in self._wal.segments:
+            if seg.max_timestamp < ts or seg.next_offset <= start:
+                continue
+            if seg.base_offset >= hw:
+                return None
+            h = seg.find_timestamp(ts, start, hw)
+            if h is not None:
+                return max(h.base_offset, start), h.max_timestamp
+        return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(timestamp, offset) of the largest timestamp; the offset is the last offset of the
+        batch holding it. (-1, -1) when the log is empty."""
+        best = (-1, -1)
+        for seg in self._wal.segments:
+            if seg.max_timestamp_offset >= 0 and seg.max_timestamp > best[0]:
+                best = (seg.max_timestamp, seg.max_timestamp_offset)
+        return best
+
+    def delete_records(self, before_offset: int) -> int:
+        """Move the log start to `before_offset` (-1 means the high watermark) and delete the
+        segments entirely below it. Returns the new log start offset."""
+        self._check_open()
+        if before_offset == -1:
+            before_offset = self.high_watermark
+        if before_offset < 0 or before_offset > self.high_watermark:
+            raise OffsetOutOfRange(before_offset, self.log_start_offset, self.high_watermark)
+        if before_offset > self.log_start_offset:
+            self.log_start_offset = before_offset
+            atomic_write(self.directory / LOG_START_FILE, str(before_offset).encode())
+            self._tail.truncate_before(before_offset)
+            segs = self._wal.segments
+            count = 0
+            while count < len(segs) and segs[count].next_offset <= before_offset:
+                count += 1
+            self._delete_oldest(count)
+        return self.log_start_offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete whole segments past retention.ms / retention.bytes, oldest first. Returns
+        the bytes deleted."""
+        self._check_open()
+        cfg = self.config
+        if not cfg.delete_enabled:
+            return 0
+        deleted = 0
+        if cfg.retention_ms >= 0:
+            segs = self._wal.segments
+            count = 0
+            while (
+                count < len(segs)
+                and segs[count].size > 0
+                and now_ms - segs[count].max_timestamp > cfg.retention_ms
+            ):
+                count += 1
+            deleted += self._delete_oldest(count)
+        if cfg.retention_bytes >= 0:
+            segs = self._wal.segments
+            excess = self.size_bytes() - cfg.retention_bytes
+            count = 0
+            while count < len(segs) - 1 and excess - segs[count].size >= 0:
+                excess -= segs[count].size
+                count += 1
+            deleted += self._delete_oldest(count)
+        return deleted
+
+    def _delete_oldest(self, count: int) -> int:
+        """Delete the `count` oldest segments; when that includes the active one (non-empty,
+        as Kafka does), roll first so the log keeps an active segment at its end."""
+        if count <= 0:
+            return 0
+        if count >= len(self._wal.segments):
+            if self._wal.active.size == 0:
+                count = len(self._wal.segments) - 1
+            else:
+                self._roll()
+        gone = self._wal.delete_oldest(count)
+        self._pending_sealed = [s for s in self._pending_sealed if not s.deleted]
+        self.log_start_offset = max(self.log_start_offset, self._wal.segments[0].base_offset)
+        self._tail.truncate_before(self.log_start_offset)
+        if gone:
+            log.info(
+                "%s-%d: deleted %d segment(s), log start now %d",
+                self.topic,
+                self.partition,
+                len(gone),
+                self.log_start_offset,
+            )
+        return sum(s.size for s in gone)
+
+    def close(self) -> None:
+        """Flush and fsync everything, save the active segment's indexes and a producer
+        snapshot, release files."""
+        if self._closed:
+            return
+        self._fsync.forget(self)
+        work = self.sync_prepare()
+        # Whatever the mode and whatever a round in flight covers, close syncs the tail.
+        work.fds.append(os.dup(self._wal.active.fd))
+        for job in work.jobs:
+            job()
+        try:
+            for fd in work.fds:
+                os.fsync(fd)
+        finally:
+            for fd in work.fds:
+                os.close(fd)
+        self._wal.active.save_indexes()
+        atomic_write(
+            self.directory / PRODUCER_SNAPSHOT,
+            self._producers.to_snapshot(self.log_end_offset),
+        )
+        self._advance_hw(self.log_end_offset)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._wal.close()
+        self._tail.close()
+        waiters, self._durable_waiters = self._durable_waiters, []
+        for _off, fut in waiters:
+            if not fut.done():
+                fut.set_exception(StorageError(f"{self.topic}-{self.partition} was closed"))
+        data_fut = self._data_future
+        if data_fut is not None and not data_fut.done():
+            data_fut.set_result(None)
+
+    def remove(self) -> None:
+        """Delete every file of this partition (topic deletion)."""
+        self._fsync.forget(self)
+        if not self._closed:
+            self._shutdown()
+        self._wal.remove()
+        shutil.rmtree(self.directory, ignore_errors=True)
