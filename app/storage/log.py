@@ -19,11 +19,13 @@ from app.storage.batch import (
     set_base_offset,
     set_log_append_time,
 )
+from app.storage.codecs import DecompressError
 from app.storage.errors import OffsetOutOfRange, RecordTooLarge, StorageError
 from app.storage.fileutil import atomic_write
 from app.storage.fsync import FsyncScheduler, SyncWork
 from app.storage.memtail import MemTail, MemTailBudget
 from app.storage.producers import ProducerState
+from app.storage.records import RecordError, iter_records
 from app.storage.topicconfig import LogConfig
 from app.storage.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
 
@@ -342,8 +344,29 @@ class PartitionLog:
                 return None
             h = seg.find_timestamp(ts, start, hw)
             if h is not None:
-                return max(h.base_offset, start), h.max_timestamp
+                return self._first_record_at_or_after(h, ts)
         return None
+
+    def _first_record_at_or_after(self, h: BatchHeader, ts: int) -> tuple[int, int]:
+        """Exact record offset inside the batch whose max timestamp reaches `ts`.
+
+        This decodes (and may decompress) one batch; ListOffsets is rare enough
+        that exact answers are worth it, and fetch never comes this way.
+        """
+        start = self.log_start_offset
+        fallback = (max(h.base_offset, start), h.max_timestamp)
+        chunks = self.read(max(h.base_offset, start), 1)
+        if not chunks:
+            return fallback
+        try:
+            for rec in iter_records(chunks[0][: h.size]):
+                if rec.offset >= start and rec.timestamp >= ts:
+                    return rec.offset, rec.timestamp
+        except (RecordError, DecompressError):
+            log.warning(
+                "%s-%d: cannot decode batch at %d", self.topic, self.partition, h.base_offset
+            )
+        return fallback
 
     def max_timestamp(self) -> tuple[int, int]:
         """(timestamp, offset) of the largest timestamp; the offset is the last offset of the

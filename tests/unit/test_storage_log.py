@@ -359,3 +359,30 @@ def test_index_interval(tmp_path: Path) -> None:
     expected_entries = (50 * len(batch)) // (INDEX_INTERVAL_BYTES + len(batch))
     assert abs(len(plog._wal.active.offset_index) - expected_entries) <= 2
     plog.close()
+
+
+def test_offset_for_timestamp_is_exact_inside_compressed_batches(tmp_path) -> None:
+    """A batch spanning several timestamps answers with the exact record offset."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from app.storage.batch import validate_batches
+    from app.storage.fsync import FsyncScheduler
+    from app.storage.log import PartitionLog
+    from app.storage.memtail import MemTailBudget
+
+    plog = PartitionLog(
+        tmp_path / "t-0", "t", 0, {}, FsyncScheduler("never", 1000), MemTailBudget(0)
+    )
+    for codec in (0, 1, 2, 3, 4):
+        b = DefaultRecordBatchBuilder(2, codec, False, -1, -1, -1, 1 << 20)
+        base = 10_000 * (codec + 1)
+        for i, delta in enumerate([0, 10, 5, 20]):
+            b.append(i, base + delta, None, b"v", [])
+        data = bytes(b.build())
+        plog.append(data, validate_batches(data), 0)
+    assert plog.offset_for_timestamp(10_006) == (1, 10_010)
+    assert plog.offset_for_timestamp(10_011) == (3, 10_020)
+    assert plog.offset_for_timestamp(30_015) == (11, 30_020)
+    assert plog.offset_for_timestamp(50_000) == (16, 50_000)
+    assert plog.offset_for_timestamp(50_021) is None
+    plog.close()
