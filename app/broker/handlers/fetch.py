@@ -115,7 +115,7 @@ async def handle(broker: Broker, req: Request) -> Frame:
         return frame
     topics, wanted = _plan(broker, req)
     max_bytes = int(getattr(body, "max_bytes", 2**31 - 1))
-    min_bytes = max(int(body.min_bytes), 1)
+    min_bytes = int(body.min_bytes)
     deadline = time.monotonic() + body.max_wait.total_seconds()
     while True:
         total, errored = _read(wanted, max_bytes)

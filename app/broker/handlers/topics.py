@@ -15,7 +15,16 @@ from ..errors import (
     code_for,
 )
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+from .base import (
+    NO_THROTTLE,
+    ApiSpec,
+    Frame,
+    build,
+    err,
+    has_field,
+    respond,
+    response_classes,
+)
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -66,12 +75,14 @@ def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
         return build(mod.CreatableTopicResult, **result)
     if not validate_only:
         log.info("created topic %s with %d partitions", meta.name, meta.partitions)
-    effective = {**broker.storage.metadata.default_topic_configs(), **meta.configs}
     result.update(
         topic_id=None if validate_only else meta.topic_id,
         num_partitions=meta.partitions,
         replication_factor=1,
-        configs=tuple(
+    )
+    if has_field(mod.CreatableTopicResult, "configs"):
+        effective = {**broker.storage.metadata.default_topic_configs(), **meta.configs}
+        result["configs"] = tuple(
             build(
                 mod.CreatableTopicConfigs,
                 name=k,
@@ -81,8 +92,7 @@ def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
                 is_sensitive=False,
             )
             for k, v in sorted(effective.items())
-        ),
-    )
+        )
     return build(mod.CreatableTopicResult, **result)
 
 

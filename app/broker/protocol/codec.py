@@ -7,6 +7,7 @@ their own modules.
 from __future__ import annotations
 
 import io
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from kio.static.constants import EntityType
 _HEADER_PREFIX = struct.Struct(">hhi")
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
+log = logging.getLogger(__name__)
 
 API_VERSIONS_KEY = 18
 
@@ -105,8 +107,11 @@ def decode_request(frame: bytes) -> Request:
     except Exception as exc:
         raise MalformedRequest(f"cannot decode api {api_key} v{version}: {exc}") from exc
     if pos + size != len(frame):
-        raise MalformedRequest(
-            f"api {api_key} v{version}: {len(frame) - pos - size} trailing bytes"
+        # Apache Kafka does not check for bytes after the body, and librdkafka
+        # 2.x sends three of them with Metadata v13; reject them and it never
+        # connects.
+        log.debug(
+            "api %d v%d: ignoring %d trailing bytes", api_key, version, len(frame) - pos - size
         )
     return Request(RequestHeader(api_key, version, correlation_id, client_id), body, flexible)
 
