@@ -7,6 +7,7 @@ kill or restart the server, or need different flags.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -197,11 +198,12 @@ class Server:
         return out
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("chronik"))
-    srv.start()
+@contextlib.contextmanager
+def running_server(base_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[Server]:
+    """A started Server, stopped (SIGTERM, then SIGKILL if need be) on exit."""
+    srv = Server(base_dir, extra_args)
     try:
+        srv.start()
         yield srv
     finally:
         try:
@@ -211,6 +213,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             srv.kill()
             if srv in _live_servers:
                 _live_servers.remove(srv)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("chronik")) as srv:
+        yield srv
 
 
 @pytest.fixture

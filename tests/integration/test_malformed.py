@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from .clients import consume_confluent, make_messages, produce_confluent
-from .conftest import Server, unique_topic
+from .conftest import Server, running_server, unique_topic
 from .rawkafka import (
     ConnectionClosed,
     RawKafka,
@@ -34,18 +34,9 @@ LATEST = -1
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """This module's server has a small request size limit."""
-    srv = Server(
-        tmp_path_factory.mktemp("chronik-malformed"), ["--max-request-bytes", str(MAX_REQUEST)]
-    )
-    srv.start()
-    try:
+    base = tmp_path_factory.mktemp("chronik-malformed")
+    with running_server(base, ["--max-request-bytes", str(MAX_REQUEST)]) as srv:
         yield srv
-    finally:
-        try:
-            if srv.running():
-                srv.stop()
-        finally:
-            srv.kill()
 
 
 def assert_healthy(server: Server) -> None:
