@@ -22,6 +22,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+# Kafka's timestamp types as kafka-python and aiokafka report them (confluent has its own).
+CREATE_TIME = 0
+LOG_APPEND_TIME = 1
+_CONFLUENT_TIMESTAMP_TYPES = {
+    CREATE_TIME: confluent_kafka.TIMESTAMP_CREATE_TIME,
+    LOG_APPEND_TIME: confluent_kafka.TIMESTAMP_LOG_APPEND_TIME,
+}
 CLIENTS = ("confluent", "kafka-python", "aiokafka")
 # kafka-python refuses null header values ("must be (str, bytes) tuples").
 NULL_HEADER_VALUES = {"confluent": True, "kafka-python": False, "aiokafka": True}
@@ -243,7 +250,14 @@ def confluent_consumer(bootstrap: str, **conf: Any) -> confluent_kafka.Consumer:
 
 
 def consume_confluent(
-    bootstrap: str, topic: str, n: int, partition: int = 0, start: int = 0, timeout: float = 30
+    bootstrap: str,
+    topic: str,
+    n: int,
+    partition: int = 0,
+    start: int = 0,
+    timeout: float = 30,
+    *,
+    timestamp_type: int = CREATE_TIME,
 ) -> list[Msg]:
     c = confluent_consumer(bootstrap)
     out: list[Msg] = []
@@ -255,7 +269,9 @@ def consume_confluent(
                 if m.error() is not None:
                     raise AssertionError(f"confluent consumer error: {m.error()}")
                 ts_type, ts = m.timestamp()
-                assert ts_type == confluent_kafka.TIMESTAMP_CREATE_TIME, ts_type
+                assert ts_type == _CONFLUENT_TIMESTAMP_TYPES[timestamp_type], (
+                    f"offset {m.offset()}: timestamp type {ts_type}"
+                )
                 out.append(Msg(m.key(), m.value(), tuple(m.headers() or ()), ts, m.offset()))
     finally:
         c.close()
@@ -263,7 +279,14 @@ def consume_confluent(
 
 
 def consume_kafka_python(
-    bootstrap: str, topic: str, n: int, partition: int = 0, start: int = 0, timeout: float = 30
+    bootstrap: str,
+    topic: str,
+    n: int,
+    partition: int = 0,
+    start: int = 0,
+    timeout: float = 30,
+    *,
+    timestamp_type: int = CREATE_TIME,
 ) -> list[Msg]:
     c = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -281,7 +304,7 @@ def consume_kafka_python(
         while len(out) < n and time.monotonic() < deadline:
             for records in c.poll(timeout_ms=500).values():
                 for r in records:
-                    assert r.timestamp_type == 0, r.timestamp_type
+                    assert r.timestamp_type == timestamp_type, (r.offset, r.timestamp_type)
                     out.append(
                         Msg(
                             r.key,
@@ -297,7 +320,14 @@ def consume_kafka_python(
 
 
 async def consume_aiokafka_async(
-    bootstrap: str, topic: str, n: int, partition: int = 0, start: int = 0, timeout: float = 30
+    bootstrap: str,
+    topic: str,
+    n: int,
+    partition: int = 0,
+    start: int = 0,
+    timeout: float = 30,
+    *,
+    timestamp_type: int = CREATE_TIME,
 ) -> list[Msg]:
     c = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -317,7 +347,7 @@ async def consume_aiokafka_async(
             batches = await c.getmany(timeout_ms=500)
             for records in batches.values():
                 for r in records:
-                    assert r.timestamp_type == 0, r.timestamp_type
+                    assert r.timestamp_type == timestamp_type, (r.offset, r.timestamp_type)
                     out.append(
                         Msg(
                             r.key,
