@@ -278,6 +278,12 @@ def consume_confluent(
     return out
 
 
+def _record_msg(r: Any, timestamp_type: int) -> Msg:
+    """kafka-python and aiokafka ConsumerRecords share this shape."""
+    assert r.timestamp_type == timestamp_type, (r.offset, r.timestamp_type)
+    return Msg(r.key, r.value, tuple(tuple(h) for h in r.headers), r.timestamp, r.offset)
+
+
 def consume_kafka_python(
     bootstrap: str,
     topic: str,
@@ -303,17 +309,7 @@ def consume_kafka_python(
         deadline = time.monotonic() + timeout
         while len(out) < n and time.monotonic() < deadline:
             for records in c.poll(timeout_ms=500).values():
-                for r in records:
-                    assert r.timestamp_type == timestamp_type, (r.offset, r.timestamp_type)
-                    out.append(
-                        Msg(
-                            r.key,
-                            r.value,
-                            tuple(tuple(h) for h in r.headers),
-                            r.timestamp,
-                            r.offset,
-                        )
-                    )
+                out.extend(_record_msg(r, timestamp_type) for r in records)
     finally:
         c.close()
     return out
@@ -346,17 +342,7 @@ async def consume_aiokafka_async(
         while len(out) < n and time.monotonic() < deadline:
             batches = await c.getmany(timeout_ms=500)
             for records in batches.values():
-                for r in records:
-                    assert r.timestamp_type == timestamp_type, (r.offset, r.timestamp_type)
-                    out.append(
-                        Msg(
-                            r.key,
-                            r.value,
-                            tuple(tuple(h) for h in r.headers),
-                            r.timestamp,
-                            r.offset,
-                        )
-                    )
+                out.extend(_record_msg(r, timestamp_type) for r in records)
     finally:
         await c.stop()
     return out

@@ -56,28 +56,25 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
     return _HEADER_PREFIX.unpack_from(frame, 0)
 
 
-@cache
-def request_type(api_key: int, version: int) -> type:
+def _payload_type(api_key: int, version: int, kind: EntityType) -> type:
     try:
-        module = load_payload_module(api_key, version, EntityType.request)
+        module = load_payload_module(api_key, version, kind)  # type: ignore[arg-type]
     except Exception as exc:
         raise UnknownApi(f"no schema for api {api_key} v{version}") from exc
     for value in vars(module).values():
-        if isinstance(value, type) and getattr(value, "__type__", None) is EntityType.request:
+        if isinstance(value, type) and getattr(value, "__type__", None) is kind:
             return value
-    raise UnknownApi(f"no request entity for api {api_key} v{version}")
+    raise UnknownApi(f"no {kind.name} entity for api {api_key} v{version}")
+
+
+@cache
+def request_type(api_key: int, version: int) -> type:
+    return _payload_type(api_key, version, EntityType.request)
 
 
 @cache
 def response_type(api_key: int, version: int) -> type:
-    try:
-        module = load_payload_module(api_key, version, EntityType.response)
-    except Exception as exc:
-        raise UnknownApi(f"no schema for api {api_key} v{version}") from exc
-    for value in vars(module).values():
-        if isinstance(value, type) and getattr(value, "__type__", None) is EntityType.response:
-            return value
-    raise UnknownApi(f"no response entity for api {api_key} v{version}")
+    return _payload_type(api_key, version, EntityType.response)
 
 
 @cache
