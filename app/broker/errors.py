@@ -43,6 +43,7 @@ INCONSISTENT_TOPIC_ID = 103
 _STORAGE: dict[type[Exception], int] = {
     se.CorruptBatch: CORRUPT_MESSAGE,
     se.UnsupportedMagic: UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    se.BatchLargerThanSegment: RECORD_LIST_TOO_LARGE,
     se.RecordTooLarge: MESSAGE_TOO_LARGE,
     se.OffsetOutOfRange: OFFSET_OUT_OF_RANGE,
     se.OutOfOrderSequence: OUT_OF_ORDER_SEQUENCE_NUMBER,

@@ -28,6 +28,10 @@ class RecordTooLarge(StorageError):
         self.limit = limit
 
 
+class BatchLargerThanSegment(RecordTooLarge):
+    """A batch that cannot fit in any segment (Kafka: RECORD_LIST_TOO_LARGE)."""
+
+
 class OffsetOutOfRange(StorageError):
     """A fetch or DeleteRecords offset outside [log start, high watermark]."""
 

@@ -20,7 +20,12 @@ from app.storage.batch import (
     set_log_append_time,
 )
 from app.storage.codecs import DecompressError
-from app.storage.errors import OffsetOutOfRange, RecordTooLarge, StorageError
+from app.storage.errors import (
+    BatchLargerThanSegment,
+    OffsetOutOfRange,
+    RecordTooLarge,
+    StorageError,
+)
 from app.storage.fileutil import atomic_write
 from app.storage.fsync import FsyncScheduler, SyncWork
 from app.storage.memtail import MemTail, MemTailBudget
@@ -145,7 +150,7 @@ class PartitionLog:
             if h.size > cfg.max_message_bytes:
                 raise RecordTooLarge(h.size, cfg.max_message_bytes)
             if h.size > cfg.segment_bytes:
-                raise RecordTooLarge(h.size, cfg.segment_bytes, "segment.bytes")
+                raise BatchLargerThanSegment(h.size, cfg.segment_bytes, "segment.bytes")
         self._producers.check(h for _s, _e, h in batches)
 
         first_start, last_end = batches[0][0], batches[-1][1]

@@ -133,6 +133,19 @@ def test_record_too_large(tmp_path: Path) -> None:
     plog.close()
 
 
+def test_batch_larger_than_segment_maps_to_record_list_too_large(tmp_path: Path) -> None:
+    from app.broker.errors import MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, code_for
+    from app.storage.errors import BatchLargerThanSegment
+
+    plog = open_log(tmp_path, {"segment.bytes": "400", "max.message.bytes": "100000"})
+    with pytest.raises(BatchLargerThanSegment) as exc:
+        append(plog, make_batch([b"x" * 600]))
+    assert code_for(exc.value) == RECORD_LIST_TOO_LARGE
+    assert code_for(RecordTooLarge(600, 500)) == MESSAGE_TOO_LARGE
+    assert plog.log_end_offset == 0
+    plog.close()
+
+
 def test_log_append_time(tmp_path: Path) -> None:
     plog = open_log(tmp_path, {"message.timestamp.type": "LogAppendTime"})
     produced = make_batch([Record(b"a", timestamp=10), Record(b"b", timestamp=20)])
