@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from .base import ApiSpec
 
 
 def all_apis() -> list[ApiSpec]:
-    from . import api_versions, coordinator, fetch, metadata, offsets, produce, producers, topics
-
+    """Every module of this package that defines APIS contributes its entries."""
     specs: list[ApiSpec] = []
-    for module in (api_versions, metadata, produce, fetch, offsets, topics, producers, coordinator):
-        specs.extend(module.APIS)
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        specs.extend(getattr(module, "APIS", ()))
+    keys = [s.key for s in specs]
+    duplicated = {k for k in keys if keys.count(k) > 1}
+    if duplicated:
+        raise RuntimeError(f"API keys handled twice: {sorted(duplicated)}")
     return specs
