@@ -55,6 +55,18 @@ class Settings:
     )
     retention_check_ms: int = field(default=30_000, metadata={"help": "how often retention runs"})
     node_id: int = field(default=1, metadata={"help": "broker and controller id"})
+    group_initial_rebalance_delay_ms: int = field(
+        default=300, metadata={"help": "wait for more members before a new group's first rebalance"}
+    )
+    group_min_session_timeout_ms: int = field(
+        default=6000, metadata={"help": "smallest session timeout a member may ask for"}
+    )
+    group_max_session_timeout_ms: int = field(
+        default=1_800_000, metadata={"help": "largest session timeout a member may ask for"}
+    )
+    offsets_retention_minutes: int = field(
+        default=10080, metadata={"help": "how long an empty group keeps its committed offsets"}
+    )
 
     @property
     def advertised_kafka_port(self) -> int:

@@ -69,6 +69,7 @@ class Service:
         await self.storage.start()
         broker = Broker(s, self.storage, cluster_id(s.data_dir))
         self.kafka = KafkaServer(broker)
+        await broker.groups.start()
         await self.kafka.start(s.kafka_host, s.kafka_port)
         config = uvicorn.Config(
             self.app,
@@ -95,6 +96,7 @@ class Service:
         log.info("shutting down")
         self.app.state.ready = False
         await self.kafka.stop()
+        await broker.groups.close()
         self.http.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=5)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..storage.store import Storage
+from .groups import GroupCoordinator
 from .handlers import all_apis
 from .handlers.base import ApiSpec, Frame
 from .protocol.codec import Request
@@ -31,6 +32,13 @@ class Broker:
             settings.node_id, settings.advertised_host, settings.advertised_kafka_port
         )
         self.apis: dict[int, ApiSpec] = {spec.key: spec for spec in all_apis()}
+        self.groups = GroupCoordinator(
+            storage.groups,
+            initial_rebalance_delay_ms=settings.group_initial_rebalance_delay_ms,
+            min_session_ms=settings.group_min_session_timeout_ms,
+            max_session_ms=settings.group_max_session_timeout_ms,
+            offsets_retention_ms=settings.offsets_retention_minutes * 60_000,
+        )
 
     def supports(self, api_key: int, version: int) -> bool:
         spec = self.apis.get(api_key)

@@ -49,6 +49,7 @@ class KafkaConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.client_host = ""
         self._closing = False
         self._read_paused = False
         self._write_paused = False
@@ -57,6 +58,7 @@ class KafkaConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
+        self.client_host = f"/{self.peer[0]}" if self.peer else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Fetch responses go out as a header plus batch buffers; with Nagle
@@ -143,6 +145,7 @@ class KafkaConnection(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self.peer, exc)
             self._close_after_pending()
             return
+        req.client_host = self.client_host
         slot = _Slot()
         self.pending.append(slot)
         task = asyncio.get_running_loop().create_task(self._run(slot, req))

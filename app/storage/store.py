@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app.storage.errors import UnknownTopic
 from app.storage.fsync import FsyncScheduler
+from app.storage.groupstore import GroupStore
 from app.storage.log import PartitionLog
 from app.storage.memtail import MemTailBudget
 from app.storage.metadata import MetadataStore, TopicMeta
@@ -50,6 +51,7 @@ class Storage:
         self.logs_dir = config.data_dir / "logs"
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._retention_task: asyncio.Task[None] | None = None
+        self.groups = GroupStore(config.data_dir / "groups.sqlite")
 
     def _log_dir(self, topic: str, partition: int) -> Path:
         return self.logs_dir / f"{topic}-{partition}"
@@ -101,6 +103,7 @@ class Storage:
             self._retention_task = None
         await self.fsync.close()
         await asyncio.to_thread(self._close_logs)
+        self.groups.close()
 
     def _close_logs(self) -> None:
         for plog in self._logs.values():
@@ -141,6 +144,7 @@ class Storage:
 
     def delete_topic(self, name: str) -> None:
         meta = self.metadata.delete_topic(name)
+        self.groups.delete_topic(name)
         for p in range(meta.partitions):
             plog = self._logs.pop((name, p), None)
             if plog is not None:

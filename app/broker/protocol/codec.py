@@ -47,6 +47,7 @@ class Request:
     header: RequestHeader
     body: Any
     flexible: bool
+    client_host: str = ""
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
