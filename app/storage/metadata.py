@@ -183,7 +183,8 @@ class MetadataStore:
         meta = self._require(name)
         return self._replace(replace(meta, configs=self.validate_topic_configs(configs)))
 
-    def add_partitions(self, name: str, total: int) -> TopicMeta:
+    def validate_add_partitions(self, name: str, total: int) -> TopicMeta:
+        """Everything add_partitions checks, without changing anything."""
         meta = self._require(name)
         if total <= meta.partitions:
             raise InvalidPartitions(
@@ -192,7 +193,10 @@ class MetadataStore:
             )
         if total > MAX_PARTITIONS:
             raise InvalidPartitions(f"number of partitions cannot exceed {MAX_PARTITIONS}")
-        return self._replace(replace(meta, partitions=total))
+        return replace(meta, partitions=total)
+
+    def add_partitions(self, name: str, total: int) -> TopicMeta:
+        return self._replace(self.validate_add_partitions(name, total))
 
     def next_producer_id(self) -> int:
         if self._next_producer_id >= self._producer_block_end:

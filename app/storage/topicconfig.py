@@ -107,6 +107,27 @@ def _check(key: str, value: str, rule: _Rule) -> str:
     return ",".join(dict.fromkeys(items))
 
 
+def value_type(key: str) -> str | None:
+    """Kafka's ConfigDef type of a topic config ("int", "long", "double", "boolean",
+    "string" or "list"), which DescribeConfigs reports; None for an unknown key."""
+    rule = _RULES.get(key) or _INERT_RULES.get(key)
+    if rule is None:
+        return None
+    kind, low, high = rule
+    if kind == "int":
+        return "int" if high == INT_MAX else "long"
+    if kind == "float":
+        return "double"
+    if kind == "enum":
+        return "boolean" if low == ("true", "false") else "string"
+    return "list"
+
+
+def is_inert(key: str) -> bool:
+    """A config that is accepted and stored but does not change what the broker does."""
+    return key in _INERT_RULES
+
+
 def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
     """Checked and normalised overrides. A None value means "use the default" and is dropped;
     an unknown key or a bad value raises InvalidConfig naming the key."""

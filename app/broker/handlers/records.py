@@ -1,0 +1,55 @@
+"""DeleteRecords v0-v2: move partitions' log start offsets forward."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ...storage import errors as se
+from ..errors import NONE, UNKNOWN_TOPIC_OR_PARTITION, code_for
+from ..protocol.codec import Request
+from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+DELETE_RECORDS = 21
+
+
+def _delete(broker: Broker, mod: Any, topic: str, p: Any) -> Any:
+    partition, offset = int(p.partition_index), int(p.offset)
+    code, low = NONE, -1
+    try:
+        plog = broker.storage.log(topic, partition)
+        before = plog.log_start_offset
+        low = plog.delete_records(offset)
+        if low != before:
+            log.info("%s-%d: records before %d deleted on request", topic, partition, low)
+    except se.UnknownTopic:
+        code = UNKNOWN_TOPIC_OR_PARTITION
+    except se.StorageError as exc:
+        code = code_for(exc)
+    return build(
+        mod.DeleteRecordsPartitionResult,
+        partition_index=partition,
+        low_watermark=low,
+        error_code=err(code),
+    )
+
+
+async def handle(broker: Broker, req: Request) -> Frame:
+    resp, mod = response_classes(req)
+    topics = tuple(
+        build(
+            mod.DeleteRecordsTopicResult,
+            name=t.name,
+            partitions=tuple(_delete(broker, mod, t.name, p) for p in t.partitions),
+        )
+        for t in req.body.topics
+    )
+    return respond(req, build(resp, throttle_time=NO_THROTTLE, topics=topics))
+
+
+APIS = [ApiSpec(DELETE_RECORDS, 0, 2, handle)]
