@@ -1,0 +1,50 @@
+"""Prometheus metrics of the storage layers. Indexer workers are separate processes: they
+report counts to the service over their pipe and the service updates these."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INDEXER_RECORDS = Counter("chronik_indexer_records", "Records indexed into search segments")
+INDEXER_LAG_RECORDS = Gauge(
+    "chronik_indexer_lag_records",
+    "Records acknowledged but not yet searchable",
+    ["topic", "partition"],
+)
+INDEXER_LAG_SECONDS = Gauge(
+    "chronik_indexer_lag_seconds",
+    "Age of the oldest acknowledged record that is not yet searchable",
+    ["topic", "partition"],
+)
+INDEXER_COMMIT_SECONDS = Histogram(
+    "chronik_indexer_commit_seconds",
+    "Time to commit an open search segment",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INDEXER_ERRORS = Counter(
+    "chronik_indexer_errors",
+    "Records or batches that could not be indexed as given (bad codec data, JSON that does "
+    "not fit), and worker failures",
+)
+INDEXER_RESTARTS = Counter("chronik_indexer_restarts", "Indexer worker processes restarted")
+SEGMENTS_PUBLISHED = Counter(
+    "chronik_segments_published", "Search segments uploaded to the object store"
+)
+SEGMENTS = Gauge("chronik_segments", "Sealed search segments in the registry", ["topic"])
+SEGMENT_BYTES = Gauge("chronik_segment_bytes", "Bytes of sealed search segments", ["topic"])
+OBJECTSTORE_REQUESTS = Counter(
+    "chronik_objectstore_requests", "Object store requests", ["op", "outcome"]
+)
+OBJECTSTORE_SECONDS = Histogram(
+    "chronik_objectstore_seconds",
+    "Object store request latency",
+    ["op"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FETCH_BYTES = Counter("chronik_fetch_bytes", "Bytes served to Kafka fetches", ["layer"])
+WAL_BYTES = Gauge("chronik_wal_bytes", "Bytes in local WAL segments", ["topic", "partition"])
+
+FETCH_MEMORY = FETCH_BYTES.labels("memory")
+FETCH_WAL = FETCH_BYTES.labels("wal")
+FETCH_SEGMENT_CACHE = FETCH_BYTES.labels("segment_cache")
+FETCH_OBJECT_STORE = FETCH_BYTES.labels("object_store")

@@ -1,0 +1,64 @@
+"""Timestamp lookups over a partition's local WAL (ListOffsets by time and max timestamp).
+The service combines them with the search segments' batch indexes for older offsets."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from app.storage.batch import BatchHeader
+from app.storage.codecs import DecompressError
+from app.storage.records import RecordError, iter_records
+
+if TYPE_CHECKING:
+    from app.storage.log import PartitionLog
+
+log = logging.getLogger(__name__)
+
+
+def first_record_at_or_after(
+    batch: bytes | memoryview, ts: int, min_offset: int
+) -> tuple[int, int] | None:
+    """(offset, timestamp) of the batch's first record at or after `min_offset` stamped at
+    or after `ts`. This decodes (and may decompress) one batch: ListOffsets is rare enough
+    that exact answers are worth it, and fetch never comes this way."""
+    try:
+        for rec in iter_records(batch):
+            if rec.offset >= min_offset and rec.timestamp >= ts:
+                return rec.offset, rec.timestamp
+    except (RecordError, DecompressError) as exc:
+        log.warning("cannot decode a batch for a timestamp lookup: %s", exc)
+    return None
+
+
+def wal_offset_for_timestamp(plog: PartitionLog, ts: int) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record in the local WAL stamped at or after `ts`."""
+    hw, start = plog.high_watermark, plog.log_start_offset
+    for seg in plog.wal.segments:
+        if seg.max_timestamp < ts or seg.next_offset <= start:
+            continue
+        if seg.base_offset >= hw:
+            return None
+        h = seg.find_timestamp(ts, start, hw)
+        if h is not None:
+            return _exact(plog, h, ts)
+    return None
+
+
+def _exact(plog: PartitionLog, h: BatchHeader, ts: int) -> tuple[int, int]:
+    start = plog.log_start_offset
+    fallback = (max(h.base_offset, start), h.max_timestamp)
+    chunks = plog.read(max(h.base_offset, start), 1)
+    if not chunks:
+        return fallback
+    return first_record_at_or_after(chunks[0][: h.size], ts, start) or fallback
+
+
+def wal_max_timestamp(plog: PartitionLog) -> tuple[int, int]:
+    """(timestamp, offset) of the largest timestamp in the WAL; the offset is the last offset
+    of the batch holding it. (-1, -1) when the WAL is empty."""
+    best = (-1, -1)
+    for seg in plog.wal.segments:
+        if seg.max_timestamp_offset >= 0 and seg.max_timestamp > best[0]:
+            best = (seg.max_timestamp, seg.max_timestamp_offset)
+    return best
