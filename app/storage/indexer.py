@@ -1,0 +1,241 @@
+"""The indexer supervisor, in the service: starts `workers` indexer processes (see
+indexer_worker), spreads partitions over them, tells them each partition's high watermark,
+restarts any that die, turns their reports into metrics and answers status questions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from app.storage import metrics
+from app.storage.indexer_worker import WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+# Samples of (high watermark, time it was first seen) kept per partition for lag in seconds.
+_MAX_SAMPLES = 4096
+
+PartitionState = Callable[[], dict[tuple[str, int], tuple[int, int]]]
+
+
+@dataclass
+class PartitionProgress:
+    indexed: int = 0
+    open_base: int = 0
+    last_commit_ms: int = 0
+    high_watermark: int = 0
+    samples: deque[tuple[int, float]] = field(default_factory=deque)
+    rate: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def lag_seconds(self, now: float) -> float:
+        for hw, seen in self.samples:
+            if hw > self.indexed:
+                return max(now - seen, 0.0)
+        return 0.0
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    sent: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+class Indexer:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        workers: int,
+        partitions: PartitionState,
+        log_level: str = "INFO",
+        on_sealed: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.partitions = partitions
+        self.log_level = log_level
+        self.on_sealed = on_sealed
+        self.progress: dict[tuple[str, int], PartitionProgress] = {}
+        self._workers = [_Worker(i) for i in range(workers)]
+        self._ctx = multiprocessing.get_context("spawn")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def worker_for(self, topic: str, partition: int) -> int:
+        return zlib.crc32(f"{topic}\0{partition}".encode()) % len(self._workers)
+
+    async def start(self) -> None:
+        for w in self._workers:
+            self._spawn(w)
+        self._task = asyncio.create_task(self._loop(), name="indexer")
+
+    def _spawn(self, w: _Worker) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(child, self.cfg, self.log_level),
+            name=f"chronik-indexer-{w.index}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        w.process, w.conn, w.sent, w.started_at = proc, parent, {}, time.monotonic()
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable, w)
+
+    def _on_readable(self, w: _Worker) -> None:
+        conn = w.conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                self._handle(conn.recv())
+        except (EOFError, OSError):
+            self._detach(w)
+
+    def _detach(self, w: _Worker) -> None:
+        if w.conn is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(w.conn.fileno())
+            w.conn.close()
+            w.conn = None
+
+    def _handle(self, msg: tuple[str, dict[str, Any]]) -> None:
+        if msg[0] != "progress":
+            return
+        body = msg[1]
+        now = time.monotonic()
+        for key, (indexed, open_base, last_commit) in body["parts"].items():
+            p = self.progress.setdefault(key, PartitionProgress())
+            if indexed != p.indexed:
+                p.rate.append((now, indexed - p.indexed))
+            p.indexed, p.open_base, p.last_commit_ms = indexed, open_base, last_commit
+            while p.samples and p.samples[0][0] <= indexed:
+                p.samples.popleft()
+        metrics.INDEXER_RECORDS.inc(body["records"])
+        metrics.INDEXER_ERRORS.inc(body["errors"])
+        for s in body["commit_seconds"]:
+            metrics.INDEXER_COMMIT_SECONDS.observe(s)
+        if body["sealed"] and self.on_sealed is not None:
+            self.on_sealed()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                self._tick()
+            except Exception:
+                log.exception("indexer supervision failed")
+            await asyncio.sleep(TICK_S)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        states = self.partitions()
+        by_worker: list[dict[tuple[str, int], tuple[int, int]]] = [{} for _ in self._workers]
+        for key, st in states.items():
+            by_worker[self.worker_for(*key)][key] = st
+            p = self.progress.setdefault(key, PartitionProgress())
+            hw = st[0]
+            if hw > p.high_watermark:
+                p.high_watermark = hw
+                if hw > p.indexed:
+                    p.samples.append((hw, now))
+                    if len(p.samples) > _MAX_SAMPLES:
+                        p.samples.popleft()
+            while p.rate and now - p.rate[0][0] > 60:
+                p.rate.popleft()
+            labels = (key[0], str(key[1]))
+            metrics.INDEXER_LAG_RECORDS.labels(*labels).set(max(hw - p.indexed, 0))
+            metrics.INDEXER_LAG_SECONDS.labels(*labels).set(p.lag_seconds(now))
+        for key in [k for k in self.progress if k not in states]:
+            del self.progress[key]
+            with contextlib.suppress(KeyError):
+                metrics.INDEXER_LAG_RECORDS.remove(key[0], str(key[1]))
+                metrics.INDEXER_LAG_SECONDS.remove(key[0], str(key[1]))
+        for w, wanted in zip(self._workers, by_worker, strict=True):
+            alive = w.process is not None and w.process.is_alive()
+            if not alive or w.conn is None:
+                self._restart(w)
+                continue
+            changed = {k: v for k, v in wanted.items() if w.sent.get(k) != v}
+            gone = [k for k in w.sent if k not in wanted]
+            try:
+                if changed:
+                    w.conn.send(("state", changed))
+                if gone:
+                    w.conn.send(("drop", gone))
+            except (BrokenPipeError, OSError):
+                self._detach(w)
+                continue
+            for k in gone:
+                del w.sent[k]
+            w.sent.update(changed)
+
+    def _restart(self, w: _Worker) -> None:
+        if self._stopping:
+            return
+        code = w.process.exitcode if w.process is not None else None
+        log.warning("indexer worker %d exited (code %s); restarting it", w.index, code)
+        self._detach(w)
+        if w.process is not None:
+            w.process.join(timeout=0)
+        w.restarts += 1
+        metrics.INDEXER_RESTARTS.inc()
+        metrics.INDEXER_ERRORS.inc()
+        self._spawn(w)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for w in self._workers:
+            if w.conn is not None:
+                with contextlib.suppress(Exception):
+                    w.conn.send(("stop",))
+        deadline = time.monotonic() + timeout
+        for w in self._workers:
+            proc = w.process
+            if proc is None:
+                continue
+            await asyncio.to_thread(proc.join, max(deadline - time.monotonic(), 0.1))
+            if proc.is_alive():
+                log.warning("indexer worker %d did not stop; killing it", w.index)
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+            self._detach(w)
+
+    def status(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        workers = []
+        for w in self._workers:
+            proc = w.process
+            workers.append(
+                {
+                    "worker": w.index,
+                    "pid": proc.pid if proc is not None else None,
+                    "alive": bool(proc is not None and proc.is_alive()),
+                    "restarts": w.restarts,
+                    "partitions": len(w.sent),
+                    "uptime_s": round(now - w.started_at, 1),
+                }
+            )
+        return workers
+
+    def records_per_second(self, key: tuple[str, int]) -> float:
+        p = self.progress.get(key)
+        if p is None or not p.rate:
+            return 0.0
+        return sum(n for _t, n in p.rate) / 60.0

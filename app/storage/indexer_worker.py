@@ -1,0 +1,407 @@
+"""An indexer worker process: tails the WAL of its partitions, adds one document per record
+to each partition's open search segment, commits at least every `commit_ms`, and seals the
+open segment into a segment file registered (with the checkpoint) in one transaction.
+
+Exactly once: the checkpoint (next offset to index, batch file length) is saved after each
+Tantivy commit. On start, the batch file is cut back to the checkpoint and documents at or
+past it are deleted before indexing resumes there, so a crash between commit and checkpoint
+re-does work without duplicating it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from app.storage.codecs import DecompressError
+from app.storage.docs import DocBuilder, build_schema
+from app.storage.merge import merge_partition
+from app.storage.records import RecordError, iter_records
+from app.storage.registry import Checkpoint, Registry, SegmentRow
+from app.storage.segment import write_segment
+from app.storage.walreader import WalTail
+
+log = logging.getLogger("app.storage.indexer")
+
+READ_CHUNK = 1024 * 1024
+WRITER_HEAP = 64 * 1024 * 1024
+# An idle partition's documents become searchable sooner than the commit interval.
+IDLE_COMMIT_MS = 200
+# How often an idle worker looks for small segments to merge.
+MERGE_CHECK_S = 2.0
+
+
+@dataclass
+class WorkerConfig:
+    data_dir: Path
+    commit_ms: int = 1000
+    segment_max_records: int = 1_000_000
+    segment_max_bytes: int = 256 * 1024 * 1024
+    segment_max_age_ms: int = 600_000
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def object_key(topic: str, partition: int, base: int, last: int) -> str:
+    # The random part keeps a re-created topic's segments apart from a deleted one's.
+    return f"{topic}/{partition}/{base:020d}-{last:020d}-{secrets.token_hex(4)}.seg"
+
+
+class PartitionIndexer:
+    def __init__(
+        self, cfg: WorkerConfig, registry: Registry, topic: str, partition: int, start: int
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.topic, self.partition = topic, partition
+        name = partition_dir_name(topic, partition)
+        self.open_dir = cfg.data_dir / "index" / name
+        self.wal = WalTail(cfg.data_dir / "logs" / name)
+        self.builder = DocBuilder(partition)
+        self.schema = build_schema()
+        self.hw = 0
+        self.log_start = 0
+        self.records_indexed = 0
+        self.errors = 0
+        self.commit_seconds: list[float] = []
+        self.sealed = 0
+        self.last_commit_ms = 0
+        self._uncommitted = 0
+        self._first_uncommitted = 0.0
+        self._batches: Any = None
+        self.writer: tantivy.IndexWriter | None = None
+        cp = registry.checkpoint(topic, partition)
+        if cp is None:
+            cp = Checkpoint(topic, partition, start, start, {})
+            registry.save_checkpoint(cp)
+        self.cp = cp
+        self._recover()
+
+    # -- open segment lifecycle --------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.cp.open_state
+
+    def _fresh(self, base: int) -> None:
+        shutil.rmtree(self.open_dir, ignore_errors=True)
+        (self.open_dir / "tantivy").mkdir(parents=True)
+        (self.open_dir / "base").write_text(str(base))
+        self.cp = Checkpoint(self.topic, self.partition, base, base, {})
+        self.registry.save_checkpoint(self.cp)
+
+    def _recover(self) -> None:
+        cp = self.cp
+        batches = self.open_dir / "batches.bin"
+        want = int(cp.open_state.get("batches_len", 0))
+        try:
+            same_base = int((self.open_dir / "base").read_text()) == cp.open_base
+            usable = same_base and (batches.stat().st_size if want else 0) >= want
+            usable = usable and (self.open_dir / "tantivy" / "meta.json").exists()
+        except (FileNotFoundError, ValueError):
+            usable = False
+        if not usable:
+            # Lost or stale (sealed just before a crash): index the open range again.
+            self._fresh(cp.open_base)
+        index = tantivy.Index(self.schema, path=str(self.open_dir / "tantivy"))
+        self.index = index
+        self._open_writer()
+        if usable:
+            assert self.writer is not None
+            with open(batches, "r+b") as f:
+                f.truncate(want)
+            q = index.parse_query(f"offset:[{cp.indexed_offset} TO *]")
+            index.reload()
+            if index.searcher().search(q, 1).count:  # type: ignore[attr-defined]
+                self.writer.delete_documents_by_query(q)
+                self.writer.commit()
+        self._batches = open(batches, "ab")  # noqa: SIM115 (lives as long as the segment)
+        self.wal.seek(cp.indexed_offset)
+
+    def _open_writer(self) -> None:
+        for attempt in range(100):
+            try:
+                self.writer = self.index.writer(heap_size=WRITER_HEAP, num_threads=1)
+                return
+            except ValueError:
+                # The lock of a worker that is still exiting.
+                if attempt == 99:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.commit()
+            self.writer = None
+        if self._batches is not None:
+            self._batches.close()
+        self.wal.close()
+
+    def drop(self) -> None:
+        self.writer = None
+        if self._batches is not None:
+            self._batches.close()
+        self.wal.close()
+        shutil.rmtree(self.open_dir, ignore_errors=True)
+
+    # -- indexing ----------------------------------------------------------------------
+
+    def step(self, now: float) -> bool:
+        """Do a bounded piece of work; True if there may be more right away."""
+        cp = self.cp
+        if cp.indexed_offset < self.log_start:
+            self._skip_to(self.log_start)
+        busy = False
+        if cp.indexed_offset < self.hw:
+            busy = self._index_some()
+        if self._uncommitted:
+            waited = (now - self._first_uncommitted) * 1000
+            if waited >= self.cfg.commit_ms or (not busy and waited >= IDLE_COMMIT_MS):
+                self.commit()
+        if self._should_seal(now):
+            self.seal()
+        return busy
+
+    def _skip_to(self, offset: int) -> None:
+        """Retention or DeleteRecords moved the log start past records not yet indexed."""
+        if self.state.get("batches_len"):
+            self.seal()
+        self._reset_open(offset)
+        self.wal.seek(offset)
+
+    def _index_some(self) -> bool:
+        batches = self.wal.read(self.hw, READ_CHUNK)
+        if not batches:
+            if self.wal.offset > self.cp.indexed_offset:
+                self.cp.indexed_offset = self.wal.offset
+            return False
+        writer = self.writer
+        assert writer is not None
+        state = self.state
+        builder = self.builder
+        docs = 0
+        for n, (h, data) in enumerate(batches):
+            if h.last_offset < self.cp.indexed_offset:
+                continue
+            if self._full():
+                self.wal.unread(batches[n:])
+                break
+            self._batches.write(data)
+            state["batches_len"] = state.get("batches_len", 0) + h.size
+            state["records"] = state.get("records", 0) + h.records_count
+            state.setdefault("created_ms", int(time.time() * 1000))
+            lo, hi = h.base_timestamp, h.max_timestamp
+            if not h.is_control:
+                try:
+                    for rec in iter_records(data):
+                        try:
+                            writer.add_json(builder.doc(rec))
+                        except ValueError:
+                            self.errors += 1
+                            writer.add_json(builder.text_doc(rec))
+                        docs += 1
+                        lo = min(lo, rec.timestamp)
+                        hi = max(hi, rec.timestamp)
+                except (RecordError, DecompressError) as exc:
+                    # The batch stays fetchable; its records just cannot be searched.
+                    self.errors += 1
+                    log.warning(
+                        "%s-%d: batch at offset %d not indexed: %s",
+                        self.topic,
+                        self.partition,
+                        h.base_offset,
+                        exc,
+                    )
+            state["min_ts"] = min(state.get("min_ts", lo), lo)
+            state["max_ts"] = max(state.get("max_ts", hi), hi)
+            self.cp.indexed_offset = h.next_offset
+        self.errors += builder.errors
+        builder.errors = 0
+        state["docs"] = state.get("docs", 0) + docs
+        self.records_indexed += docs
+        if self._uncommitted == 0:
+            self._first_uncommitted = time.monotonic()
+        self._uncommitted += max(docs, 1)
+        return True
+
+    def commit(self) -> None:
+        if self.writer is None:
+            return
+        started = time.monotonic()
+        self._batches.flush()
+        self.writer.commit()
+        self.registry.save_checkpoint(self.cp)
+        self.commit_seconds.append(time.monotonic() - started)
+        self.last_commit_ms = int(time.time() * 1000)
+        self._uncommitted = 0
+
+    def _full(self) -> bool:
+        state, cfg = self.state, self.cfg
+        return (
+            state.get("records", 0) >= cfg.segment_max_records
+            or state.get("batches_len", 0) >= cfg.segment_max_bytes
+        )
+
+    def _should_seal(self, now: float) -> bool:
+        state = self.state
+        if not state.get("batches_len"):
+            return False
+        age_ms = time.time() * 1000 - state.get("created_ms", 0)
+        return self._full() or age_ms >= self.cfg.segment_max_age_ms
+
+    def seal(self) -> None:
+        """Package the open segment, register it with the new checkpoint, start a new one."""
+        self.commit()
+        assert self.writer is not None
+        self.writer.wait_merging_threads()
+        self.writer = None
+        self._batches.flush()
+        os.fsync(self._batches.fileno())
+        self._batches.close()
+        state, cp = self.state, self.cp
+        base_key = object_key(self.topic, self.partition, cp.open_base, cp.indexed_offset - 1)
+        out = self.cfg.data_dir / "segments" / base_key
+        manifest = write_segment(
+            out,
+            topic=self.topic,
+            partition=self.partition,
+            batches_path=self.open_dir / "batches.bin",
+            batches_size=state["batches_len"],
+            index_dir=self.open_dir / "tantivy",
+            min_timestamp=state.get("min_ts", 0),
+            max_timestamp=state.get("max_ts", 0),
+            docs=state.get("docs", 0),
+        )
+        row = SegmentRow.sealed(base_key, manifest)
+        nxt = cp.indexed_offset
+        self.registry.publish(row, Checkpoint(self.topic, self.partition, nxt, nxt, {}))
+        self.sealed += 1
+        self._reset_open(nxt)
+
+    def _reset_open(self, base: int) -> None:
+        if self.writer is not None:
+            self.writer = None
+        if self._batches is not None and not self._batches.closed:
+            self._batches.close()
+        self._fresh(base)
+        self.builder.reset()
+        self.index = tantivy.Index(self.schema, path=str(self.open_dir / "tantivy"))
+        self._open_writer()
+        self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115
+        self._uncommitted = 0
+
+
+def _drain(parts: dict[tuple[str, int], PartitionIndexer]) -> dict[str, Any]:
+    """Counts since the last report, taken out of the partition indexers."""
+    out: dict[str, Any] = {"records": 0, "errors": 0, "sealed": 0, "commit_seconds": []}
+    for p in parts.values():
+        out["records"] += p.records_indexed
+        out["errors"] += p.errors
+        out["sealed"] += p.sealed
+        out["commit_seconds"] += p.commit_seconds
+        p.records_indexed = p.errors = p.sealed = 0
+        p.commit_seconds = []
+    return out
+
+
+def _merge_some(
+    cfg: WorkerConfig, registry: Registry, parts: dict[tuple[str, int], PartitionIndexer]
+) -> None:
+    for topic, partition in list(parts):
+        try:
+            merged = merge_partition(
+                registry,
+                cfg.data_dir,
+                topic,
+                partition,
+                cfg.segment_max_records,
+                cfg.segment_max_bytes,
+                object_key,
+            )
+        except Exception:
+            log.exception("%s-%d: merging segments failed", topic, partition)
+            continue
+        if merged:
+            # One merge per idle pass keeps indexing latency low on busy workers.
+            return
+
+
+def worker_main(conn: Connection, cfg: WorkerConfig, log_level: str) -> None:
+    """The worker's loop. Messages in: ("state", {(topic, partition): (hw, log_start)}),
+    ("drop", [(topic, partition)]), ("stop",). Out: ("progress", {...}) a few times a
+    second. The worker exits when the service's end of the pipe closes."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    registry = Registry(cfg.data_dir / "registry.sqlite", durable=False)
+    parts: dict[tuple[str, int], PartitionIndexer] = {}
+    last_report = last_merge = 0.0
+    busy = False
+    try:
+        while True:
+            timeout = 0.0 if busy else 0.02
+            while conn.poll(timeout):
+                timeout = 0.0
+                msg = conn.recv()
+                if msg[0] == "stop":
+                    for p in parts.values():
+                        p.close()
+                    return
+                if msg[0] == "drop":
+                    for key in msg[1]:
+                        gone = parts.pop(key, None)
+                        if gone is not None:
+                            gone.drop()
+                        else:
+                            shutil.rmtree(
+                                cfg.data_dir / "index" / partition_dir_name(*key),
+                                ignore_errors=True,
+                            )
+                elif msg[0] == "state":
+                    for key, (hw, log_start) in msg[1].items():
+                        pi = parts.get(key)
+                        if pi is None:
+                            pi = parts[key] = PartitionIndexer(
+                                cfg, registry, key[0], key[1], log_start
+                            )
+                        pi.hw, pi.log_start = hw, log_start
+            now = time.monotonic()
+            busy = False
+            for p in list(parts.values()):
+                try:
+                    busy = p.step(now) or busy
+                except Exception:
+                    log.exception("%s-%d: indexing failed; reopening", p.topic, p.partition)
+                    p.errors += 1
+                    with contextlib.suppress(Exception):
+                        p.writer = None
+                        p._batches.close()
+                    key = (p.topic, p.partition)
+                    fresh = PartitionIndexer(cfg, registry, key[0], key[1], p.log_start)
+                    fresh.hw, fresh.log_start = p.hw, p.log_start
+                    fresh.errors, fresh.records_indexed = p.errors, p.records_indexed
+                    parts[key] = fresh
+            if not busy and now - last_merge >= MERGE_CHECK_S:
+                last_merge = now
+                _merge_some(cfg, registry, parts)
+            if now - last_report >= 0.1:
+                last_report = now
+                parts_state = {
+                    k: (p.cp.indexed_offset, p.cp.open_base, p.last_commit_ms)
+                    for k, p in parts.items()
+                }
+                conn.send(("progress", {"parts": parts_state, **_drain(parts)}))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        registry.close()
