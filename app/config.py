@@ -64,6 +64,36 @@ class Settings:
     group_max_session_timeout_ms: int = field(
         default=1_800_000, metadata={"help": "largest session timeout a member may ask for"}
     )
+    index_workers: int = field(
+        default=1, metadata={"help": "indexer worker processes (0: records are not indexed)"}
+    )
+    index_commit_ms: int = field(
+        default=1000, metadata={"help": "longest time before indexed records are searchable"}
+    )
+    segment_max_records: int = field(
+        default=1_000_000, metadata={"help": "records per search segment before it is sealed"}
+    )
+    segment_max_bytes: int = field(
+        default=256 * 1024 * 1024, metadata={"help": "batch bytes per search segment"}
+    )
+    segment_max_age_ms: int = field(
+        default=600_000, metadata={"help": "age at which an open search segment is sealed"}
+    )
+    object_store: str = field(
+        default="", metadata={"help": "file:///path or s3://bucket/prefix (default: data dir)"}
+    )
+    s3_endpoint_url: str = field(
+        default="", metadata={"help": "S3 API endpoint (MinIO, moto, other clouds)"}
+    )
+    wal_retain_ms: int = field(
+        default=3_600_000, metadata={"help": "keep published WAL segments locally this long"}
+    )
+    segment_cache_bytes: int = field(
+        default=1024 * 1024 * 1024, metadata={"help": "local cache of sealed segments"}
+    )
+    tiering_interval_ms: int = field(
+        default=1000, metadata={"help": "how often uploads and WAL cleanup run"}
+    )
     offsets_retention_minutes: int = field(
         default=10080, metadata={"help": "how long an empty group keeps its committed offsets"}
     )
@@ -77,6 +107,12 @@ class Settings:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
         if self.default_partitions < 1:
             raise ValueError("default_partitions must be at least 1")
+        if self.index_workers < 0 or self.index_commit_ms < 10:
+            raise ValueError("index_workers must be >= 0 and index_commit_ms >= 10")
+        if self.segment_max_records < 1 or self.segment_max_bytes < 1:
+            raise ValueError("segment_max_records and segment_max_bytes must be positive")
+        if self.object_store and not self.object_store.startswith(("file://", "s3://")):
+            raise ValueError("object_store must be file:///path or s3://bucket/prefix")
         if self.max_request_bytes < 1024:
             raise ValueError("max_request_bytes must be at least 1024")
 

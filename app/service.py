@@ -53,6 +53,17 @@ class Service:
                 segment_ms=settings.segment_ms,
                 memtail_bytes=settings.memtail_bytes,
                 retention_check_ms=settings.retention_check_ms,
+                index_workers=settings.index_workers,
+                index_commit_ms=settings.index_commit_ms,
+                segment_max_records=settings.segment_max_records,
+                segment_max_bytes=settings.segment_max_bytes,
+                segment_max_age_ms=settings.segment_max_age_ms,
+                object_store=settings.object_store or None,
+                s3_endpoint_url=settings.s3_endpoint_url or None,
+                wal_retain_ms=settings.wal_retain_ms,
+                segment_cache_bytes=settings.segment_cache_bytes,
+                tiering_interval_ms=settings.tiering_interval_ms,
+                log_level=settings.log_level.upper(),
             )
         )
         self.app = create_app(self.storage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..storage import errors as se
+from ..storage.objectstore import ObjectStoreError
 
 NONE = 0
 UNKNOWN_SERVER_ERROR = -1
@@ -55,7 +56,10 @@ INCONSISTENT_TOPIC_ID = 103
 MISMATCHED_ENDPOINT_TYPE = 114
 UNSUPPORTED_ENDPOINT_TYPE = 119
 
+KAFKA_STORAGE_ERROR = 56
+
 _STORAGE: dict[type[Exception], int] = {
+    ObjectStoreError: KAFKA_STORAGE_ERROR,
     se.CorruptBatch: CORRUPT_MESSAGE,
     se.UnsupportedMagic: UNSUPPORTED_FOR_MESSAGE_FORMAT,
     se.BatchLargerThanSegment: RECORD_LIST_TOO_LARGE,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from app.storage import metrics
 from app.storage.batch import (
     BatchHeader,
     set_base_offset,
     set_log_append_time,
 )
-from app.storage.codecs import DecompressError
 from app.storage.errors import (
     BatchLargerThanSegment,
     OffsetOutOfRange,
@@ -30,7 +30,6 @@ from app.storage.fileutil import atomic_write
 from app.storage.fsync import FsyncScheduler, SyncWork
 from app.storage.memtail import MemTail, MemTailBudget
 from app.storage.producers import ProducerState
-from app.storage.records import RecordError, iter_records
 from app.storage.topicconfig import LogConfig
 from app.storage.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
 
@@ -60,6 +59,7 @@ class PartitionLog:
         configs: Mapping[str, str],
         fsync: FsyncScheduler,
         budget: MemTailBudget,
+        tiered_start: int | None = None,
     ) -> None:
         self.directory = directory
         self.topic = topic
@@ -73,9 +73,11 @@ class PartitionLog:
             self._new_dirs = [directory, directory.parent]
         persisted_start = self._read_log_start()
         self._wal = Wal.open(directory, persisted_start)
-        self.log_start_offset = min(
-            max(persisted_start, self._wal.segments[0].base_offset), self._wal.next_offset
-        )
+        # Offsets below the WAL may live on in search segments (tiered storage).
+        local_start = self._wal.segments[0].base_offset
+        if tiered_start is not None:
+            local_start = min(local_start, tiered_start)
+        self.log_start_offset = min(max(persisted_start, local_start), self._wal.next_offset)
         self._producers = self._recover_producers()
         if self._wal.active.size:
             # Whatever recovery kept is made durable before anyone can read it.
@@ -123,6 +125,15 @@ class PartitionLog:
     @property
     def log_end_offset(self) -> int:
         return self._wal.next_offset
+
+    @property
+    def wal(self) -> Wal:
+        return self._wal
+
+    @property
+    def wal_start_offset(self) -> int:
+        """The first offset still in the local WAL; older ones are only in search segments."""
+        return self._wal.segments[0].base_offset
 
     @property
     def producer_state(self) -> ProducerState:
@@ -307,9 +318,10 @@ class PartitionLog:
         if offset < self.log_start_offset or offset > self.high_watermark:
             raise OffsetOutOfRange(offset, self.log_start_offset, self.high_watermark)
 
-    def read(self, offset: int, max_bytes: int) -> list[bytes | memoryview]:
+    def read(self, offset: int, max_bytes: int) -> list[bytes | memoryview] | None:
         """Whole stored batches from the one holding `offset`, below the high watermark, at
-        most `max_bytes` except that the first batch is always returned whole (KIP-74)."""
+        most `max_bytes` except that the first batch is always returned whole (KIP-74).
+        None when `offset` is older than the local WAL: search segments hold it."""
         self._check_open()
         self._check_offset(offset)
         hw = self.high_watermark
@@ -317,7 +329,10 @@ class PartitionLog:
             return []
         hot = self._tail.read(offset, max_bytes, hw)
         if hot:
+            metrics.FETCH_MEMORY.inc(sum(len(b) for b in hot))
             return list(hot)
+        if offset < self.wal_start_offset:
+            return None
         # A fetch may span segments: keep going while there is room.
         out: list[bytes | memoryview] = []
         remaining = max_bytes
@@ -335,52 +350,28 @@ class PartitionLog:
             offset = seg.next_offset
             if remaining <= 0:
                 break
+        metrics.FETCH_WAL.inc(max_bytes - remaining)
         return out
 
-    def offset_for_timestamp(self, ts: int) -> tuple[int, int] | None:
-        """(base offset, max timestamp) of the first batch whose max timestamp is >= ts, or
-        None. Records are not decoded, so the offset is the batch's base offset."""
-        self._check_open()
-        hw, start = self.high_watermark, self.log_start_offset
-        for seg in self._wal.segments:
-            if seg.max_timestamp < ts or seg.next_offset <= start:
-                continue
-            if seg.base_offset >= hw:
-                return None
-            h = seg.find_timestamp(ts, start, hw)
-            if h is not None:
-                return self._first_record_at_or_after(h, ts)
-        return None
-
-    def _first_record_at_or_after(self, h: BatchHeader, ts: int) -> tuple[int, int]:
-        """Exact record offset inside the batch whose max timestamp reaches `ts`.
-
-        This decodes (and may decompress) one batch; ListOffsets is rare enough
-        that exact answers are worth it, and fetch never comes this way.
-        """
-        start = self.log_start_offset
-        fallback = (max(h.base_offset, start), h.max_timestamp)
-        chunks = self.read(max(h.base_offset, start), 1)
-        if not chunks:
-            return fallback
-        try:
-            for rec in iter_records(chunks[0][: h.size]):
-                if rec.offset >= start and rec.timestamp >= ts:
-                    return rec.offset, rec.timestamp
-        except (RecordError, DecompressError):
-            log.warning(
-                "%s-%d: cannot decode batch at %d", self.topic, self.partition, h.base_offset
-            )
-        return fallback
-
-    def max_timestamp(self) -> tuple[int, int]:
-        """(timestamp, offset) of the largest timestamp; the offset is the last offset of the
-        batch holding it. (-1, -1) when the log is empty."""
-        best = (-1, -1)
-        for seg in self._wal.segments:
-            if seg.max_timestamp_offset >= 0 and seg.max_timestamp > best[0]:
-                best = (seg.max_timestamp, seg.max_timestamp_offset)
-        return best
+    def delete_wal_before(self, offset: int, older_than_ms: int, now_s: float) -> int:
+        """Delete sealed WAL segments whose offsets are all below `offset` (published to the
+        object store) and that were last written over `older_than_ms` ago. The log start
+        does not move: search segments serve those offsets now. Returns bytes deleted."""
+        segs = self._wal.segments
+        count = 0
+        while count < len(segs) - 1 and segs[count].next_offset <= offset:
+            try:
+                mtime = os.stat(segs[count].path).st_mtime
+            except FileNotFoundError:
+                mtime = 0.0
+            if (now_s - mtime) * 1000 < older_than_ms:
+                break
+            count += 1
+        if count == 0:
+            return 0
+        gone = self._wal.delete_oldest(count)
+        self._pending_sealed = [s for s in self._pending_sealed if not s.deleted]
+        return sum(s.size for s in gone)
 
     def delete_records(self, before_offset: int) -> int:
         """Move the log start to `before_offset` (-1 means the high watermark) and delete the

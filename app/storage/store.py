@@ -12,12 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.storage import metrics
 from app.storage.errors import UnknownTopic
 from app.storage.fsync import FsyncScheduler
 from app.storage.groupstore import GroupStore
+from app.storage.indexer import Indexer
+from app.storage.indexer_worker import WorkerConfig, partition_dir_name
 from app.storage.log import PartitionLog
 from app.storage.memtail import MemTailBudget
 from app.storage.metadata import MetadataStore, TopicMeta
+from app.storage.objectstore import open_object_store
+from app.storage.registry import Registry
+from app.storage.tiering import Tiering
+from app.storage.timestamps import wal_max_timestamp, wal_offset_for_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,18 @@ class StorageConfig:
     segment_ms: int = 7 * 24 * 3600 * 1000
     memtail_bytes: int = 64 * MiB
     retention_check_ms: int = 30_000
+    # Indexing and tiering; no workers means records are not indexed (storage-only tests).
+    index_workers: int = 0
+    index_commit_ms: int = 1000
+    segment_max_records: int = 1_000_000
+    segment_max_bytes: int = 256 * MiB
+    segment_max_age_ms: int = 600_000
+    object_store: str | None = None
+    s3_endpoint_url: str | None = None
+    wal_retain_ms: int = 3_600_000
+    segment_cache_bytes: int = 1024 * MiB
+    tiering_interval_ms: int = 1000
+    log_level: str = "INFO"
 
 
 def _parse_log_dir(name: str) -> tuple[str, int] | None:
@@ -52,6 +71,37 @@ class Storage:
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._retention_task: asyncio.Task[None] | None = None
         self.groups = GroupStore(config.data_dir / "groups.sqlite")
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(config.data_dir / "registry.sqlite")
+        self.objects = open_object_store(
+            config.object_store, config.data_dir, config.s3_endpoint_url
+        )
+        self.segments_dir = config.data_dir / "segments"
+        self.index_dir = config.data_dir / "index"
+        self.tiering = Tiering(
+            self.registry,
+            self.objects,
+            self.segments_dir,
+            config.segment_cache_bytes,
+            config.wal_retain_ms,
+            config.tiering_interval_ms / 1000,
+        )
+        self.indexer: Indexer | None = None
+        if config.index_workers > 0:
+            self.indexer = Indexer(
+                WorkerConfig(
+                    config.data_dir,
+                    config.index_commit_ms,
+                    config.segment_max_records,
+                    config.segment_max_bytes,
+                    config.segment_max_age_ms,
+                ),
+                config.index_workers,
+                self.partition_states,
+                config.log_level,
+                on_sealed=self.tiering.kick,
+            )
+        self._tier_task: asyncio.Task[None] | None = None
 
     def _log_dir(self, topic: str, partition: int) -> Path:
         return self.logs_dir / f"{topic}-{partition}"
@@ -64,7 +114,12 @@ class Storage:
             self.metadata.topic_configs(topic),
             self.fsync,
             self.memtail,
+            self.tiering.first_base(topic, partition),
         )
+
+    def partition_states(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(high watermark, log start) of every partition, for the indexer."""
+        return {k: (p.high_watermark, p.log_start_offset) for k, p in self._logs.items()}
 
     async def start(self) -> None:
         """Recover every partition log (in worker threads: scanning active segments can take
@@ -91,11 +146,73 @@ class Storage:
             len(topics),
             time.monotonic() - started,
         )
+        await asyncio.to_thread(self._remove_orphans)
         if self.config.retention_check_ms > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
+        await self.tiering.start()
+        self._tier_task = asyncio.create_task(self._wal_tier_loop(), name="wal-tiering")
+        if self.indexer is not None:
+            await self.indexer.start()
+
+    def _remove_orphans(self) -> None:
+        """Segment files a crash left unregistered (a seal or merge not yet published), and
+        index directories of partitions that no longer exist (a topic deleted while its
+        worker was down)."""
+        known = {r.object_key for r in self.registry.segments(states=("local", "uploaded"))}
+        if self.segments_dir.exists():
+            for path in self.segments_dir.rglob("*"):
+                key = path.relative_to(self.segments_dir).as_posix()
+                if path.is_file() and key not in known:
+                    log.info("removing unregistered segment file %s", path)
+                    path.unlink()
+        # Half-done merges; workers are not running yet.
+        shutil.rmtree(self.config.data_dir / "merge", ignore_errors=True)
+        live = {partition_dir_name(t, p) for t, p in self._logs}
+        if self.index_dir.exists():
+            for d in self.index_dir.iterdir():
+                if d.name not in live:
+                    shutil.rmtree(d, ignore_errors=True)
+        for cp in self.registry.checkpoints():
+            if (cp.topic, cp.partition) not in self._logs:
+                self.registry.drop_partition_checkpoint(cp.topic, cp.partition)
+
+    async def _wal_tier_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tiering_interval_ms / 1000)
+            try:
+                self.tier_wal()
+            except Exception:
+                log.exception("WAL tiering pass failed")
+
+    def tier_wal(self) -> int:
+        """Delete WAL segments whose offsets are all in uploaded search segments and that
+        are older than the WAL retention; refresh the layer gauges. Returns bytes deleted."""
+        deleted = 0
+        now = time.time()
+        for (topic, partition), plog in list(self._logs.items()):
+            first = self.tiering.first_base(topic, partition)
+            if first is not None and first <= max(plog.log_start_offset, plog.wal_start_offset):
+                end = self.tiering.published_end(topic, partition)
+                if end > plog.wal_start_offset:
+                    deleted += plog.delete_wal_before(end, self.config.wal_retain_ms, now)
+            metrics.WAL_BYTES.labels(topic, str(partition)).set(plog.size_bytes())
+        totals = self.registry.totals()
+        for topic in self.metadata.topics():
+            count, size = totals.get(topic, (0, 0))
+            metrics.SEGMENTS.labels(topic).set(count)
+            metrics.SEGMENT_BYTES.labels(topic).set(size)
+        return deleted
 
     async def close(self) -> None:
-        """Stop the tasks and close (fsync) every log."""
+        """Stop the workers and tasks and close (fsync) every log."""
+        if self.indexer is not None:
+            await self.indexer.stop()
+        if self._tier_task is not None:
+            self._tier_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tier_task
+            self._tier_task = None
+        await self.tiering.stop()
         if self._retention_task is not None:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -104,6 +221,7 @@ class Storage:
         await self.fsync.close()
         await asyncio.to_thread(self._close_logs)
         self.groups.close()
+        self.registry.close()
 
     def _close_logs(self) -> None:
         for plog in self._logs.values():
@@ -122,11 +240,84 @@ class Storage:
                 log.exception("retention pass failed")
 
     def apply_retention(self, now_ms: int) -> int:
-        """One retention pass over every log; returns the bytes deleted."""
+        """One retention pass over every log, search segments included; returns the bytes
+        deleted from the WAL."""
         total = 0
         for plog in list(self._logs.values()):
-            total += plog.apply_retention(now_ms)
+            total += self._retain(plog, now_ms)
         return total
+
+    def _retain(self, plog: PartitionLog, now_ms: int) -> int:
+        """Segments older than the WAL go first, oldest first, by retention.ms and
+        retention.bytes; the WAL's own retention applies once none of them is left."""
+        cfg = plog.config
+        if not cfg.delete_enabled:
+            return 0
+        wal_start = plog.wal_start_offset
+        tiered = [
+            r
+            for r in self.registry.segments(plog.topic, plog.partition)
+            if r.base_offset < wal_start and r.next_offset > plog.log_start_offset
+        ]
+        gone = 0
+        if cfg.retention_ms >= 0:
+            while gone < len(tiered) and now_ms - tiered[gone].max_timestamp > cfg.retention_ms:
+                gone += 1
+        if cfg.retention_bytes >= 0:
+            excess = sum(r.size for r in tiered) + plog.size_bytes() - cfg.retention_bytes
+            for i, r in enumerate(tiered):
+                if excess - r.size < 0:
+                    break
+                excess -= r.size
+                gone = max(gone, i + 1)
+        deleted = 0
+        if gone:
+            plog.delete_records(min(tiered[gone - 1].next_offset, wal_start))
+        if gone == len(tiered):
+            deleted = plog.apply_retention(now_ms)
+        self._drop_segments_below(plog)
+        return deleted
+
+    def _drop_segments_below(self, plog: PartitionLog) -> None:
+        if self.registry.mark_deleting_below(plog.topic, plog.partition, plog.log_start_offset):
+            self.tiering.kick()
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """DeleteRecords: move the log start; WAL and search segments wholly below it go."""
+        plog = self.log(topic, partition)
+        low = plog.delete_records(before_offset)
+        self._drop_segments_below(plog)
+        return low
+
+    async def read(
+        self, plog: PartitionLog, offset: int, max_bytes: int
+    ) -> list[bytes | memoryview]:
+        """A fetch from whichever layer holds `offset`: memory tail, WAL, then the search
+        segments (local cache, else an object-store range read)."""
+        local = plog.read(offset, max_bytes)
+        if local is not None:
+            return local
+        return list(await self.tiering.read(plog.topic, plog.partition, offset, max_bytes))
+
+    async def offset_for_timestamp(self, plog: PartitionLog, ts: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record stamped at or after `ts`."""
+        if plog.log_start_offset < plog.wal_start_offset:
+            found = await self.tiering.offset_for_timestamp(
+                plog.topic, plog.partition, ts, plog.log_start_offset, plog.wal_start_offset
+            )
+            if found is not None:
+                return found
+        return wal_offset_for_timestamp(plog, ts)
+
+    async def max_timestamp(self, plog: PartitionLog) -> tuple[int, int]:
+        best = wal_max_timestamp(plog)
+        if plog.log_start_offset < plog.wal_start_offset:
+            tiered = await self.tiering.max_timestamp(
+                plog.topic, plog.partition, plog.wal_start_offset
+            )
+            if tiered[0] > best[0]:
+                best = tiered
+        return best
 
     def create_topic(
         self,
@@ -145,6 +336,8 @@ class Storage:
     def delete_topic(self, name: str) -> None:
         meta = self.metadata.delete_topic(name)
         self.groups.delete_topic(name)
+        self.registry.drop_topic(name)
+        self.tiering.kick()
         for p in range(meta.partitions):
             plog = self._logs.pop((name, p), None)
             if plog is not None:

@@ -11,6 +11,7 @@ from app.storage.errors import OffsetOutOfRange, RecordTooLarge, StorageError
 from app.storage.fsync import FsyncScheduler
 from app.storage.log import AppendResult, PartitionLog
 from app.storage.memtail import MemTailBudget
+from app.storage.timestamps import wal_max_timestamp, wal_offset_for_timestamp
 from app.storage.wal import INDEX_INTERVAL_BYTES
 from tests.unit.batchgen import Record, decode_batches, joined, make_batch
 
@@ -162,7 +163,7 @@ def test_log_append_time(tmp_path: Path) -> None:
         assert b.max_timestamp == 1_234_567
         assert [r.timestamp for r in b.records] == [1_234_567, 1_234_567]
         validate_batches(stored)
-    assert plog.max_timestamp() == (1_234_567, 1)
+    assert wal_max_timestamp(plog) == (1_234_567, 1)
     plog.close()
 
 
@@ -180,14 +181,14 @@ def test_segment_roll_by_size_and_indexes(tmp_path: Path) -> None:
     for offset in (0, 19, 20, 21, 57, 99):
         got = decode_batches(joined(plog.read(offset, 3000)))
         assert [b.base_offset for b in got] == [offset, offset + 1][: 100 - offset]
-    assert plog.offset_for_timestamp(1_055) == (55, 1_055)
+    assert wal_offset_for_timestamp(plog, 1_055) == (55, 1_055)
     plog.close()
     # Reopen: sealed segments come back from their index files.
     plog = open_log(tmp_path, {"segment.bytes": str(20 * len(batch))}, memtail=0)
     seg = plog._wal.segments[1]
     assert len(seg.offset_index) > 0
     assert seg.next_offset == 40 and seg.max_timestamp == 1_039
-    assert plog.offset_for_timestamp(1_021) == (21, 1_021)
+    assert wal_offset_for_timestamp(plog, 1_021) == (21, 1_021)
     assert plog.log_end_offset == 100
     # Damaged index files are ignored and rebuilt.
     (tmp_path / "t-0" / f"{20:020d}.index").write_bytes(b"\x00\x00\x00\x01\xff\xff\xff\xf0")
@@ -209,8 +210,8 @@ def test_segment_roll_by_time(tmp_path: Path) -> None:
 
 def test_offset_for_timestamp_and_max(tmp_path: Path) -> None:
     plog = open_log(tmp_path, memtail=0)
-    assert plog.offset_for_timestamp(0) is None
-    assert plog.max_timestamp() == (-1, -1)
+    assert wal_offset_for_timestamp(plog, 0) is None
+    assert wal_max_timestamp(plog) == (-1, -1)
     # Enough data for several index entries; timestamps not monotonic across batches.
     base = [100, 200, 150, 300, 300, 250, 400] * 20
     stamps = [ts * 10 + i for i, ts in enumerate(base)]
@@ -219,11 +220,11 @@ def test_offset_for_timestamp_and_max(tmp_path: Path) -> None:
     assert len(plog._wal.active.time_index) > 1
     for target in (0, 1000, 2000, 2500, 3001, 3500, max(stamps)):
         first = next(i for i, ts in enumerate(stamps) if ts >= target)
-        assert plog.offset_for_timestamp(target) == (first, stamps[first]), target
-    assert plog.offset_for_timestamp(max(stamps) + 1) is None
+        assert wal_offset_for_timestamp(plog, target) == (first, stamps[first]), target
+    assert wal_offset_for_timestamp(plog, max(stamps) + 1) is None
     plog.delete_records(50)
-    assert plog.offset_for_timestamp(0) == (50, stamps[50])
-    assert plog.max_timestamp() == (max(stamps), stamps.index(max(stamps)))
+    assert wal_offset_for_timestamp(plog, 0) == (50, stamps[50])
+    assert wal_max_timestamp(plog) == (max(stamps), stamps.index(max(stamps)))
     plog.close()
 
 
@@ -393,9 +394,9 @@ def test_offset_for_timestamp_is_exact_inside_compressed_batches(tmp_path) -> No
             b.append(i, base + delta, None, b"v", [])
         data = bytes(b.build())
         plog.append(data, validate_batches(data), 0)
-    assert plog.offset_for_timestamp(10_006) == (1, 10_010)
-    assert plog.offset_for_timestamp(10_011) == (3, 10_020)
-    assert plog.offset_for_timestamp(30_015) == (11, 30_020)
-    assert plog.offset_for_timestamp(50_000) == (16, 50_000)
-    assert plog.offset_for_timestamp(50_021) is None
+    assert wal_offset_for_timestamp(plog, 10_006) == (1, 10_010)
+    assert wal_offset_for_timestamp(plog, 10_011) == (3, 10_020)
+    assert wal_offset_for_timestamp(plog, 30_015) == (11, 30_020)
+    assert wal_offset_for_timestamp(plog, 50_000) == (16, 50_000)
+    assert wal_offset_for_timestamp(plog, 50_021) is None
     plog.close()

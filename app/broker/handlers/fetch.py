@@ -15,6 +15,7 @@ from ..errors import (
     OFFSET_OUT_OF_RANGE,
     UNKNOWN_TOPIC_ID,
     UNKNOWN_TOPIC_OR_PARTITION,
+    code_for,
 )
 from ..protocol.codec import Request
 from ..protocol.fetch_codec import (
@@ -70,7 +71,7 @@ def _plan(broker: Broker, req: Request) -> tuple[list[FetchTopicResult], list[_W
     return topics, wanted
 
 
-def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
+async def _read(broker: Broker, wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
     """Fill every partition result; returns bytes read and whether any errored."""
     total = 0
     errored = False
@@ -87,9 +88,15 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
             res.records = []
             continue
         try:
-            batches = plog.read(w.offset, max(limit, 1))
+            batches = await broker.storage.read(plog, w.offset, max(limit, 1))
         except se.OffsetOutOfRange:
             res.error_code = OFFSET_OUT_OF_RANGE
+            res.records = []
+            errored = True
+            continue
+        except se.StorageError as exc:
+            # An object store that is down: the client retries.
+            res.error_code = code_for(exc)
             res.records = []
             errored = True
             continue
@@ -118,7 +125,7 @@ async def handle(broker: Broker, req: Request) -> Frame:
     min_bytes = int(body.min_bytes)
     deadline = time.monotonic() + body.max_wait.total_seconds()
     while True:
-        total, errored = _read(wanted, max_bytes)
+        total, errored = await _read(broker, wanted, max_bytes)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or errored or remaining <= 0:
             break

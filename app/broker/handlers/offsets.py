@@ -19,7 +19,7 @@ MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
 
 
-def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, int, int]:
+async def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, int, int]:
     """(error, offset, timestamp) for one partition."""
     try:
         plog = broker.storage.log(topic, partition)
@@ -30,9 +30,9 @@ def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, i
     if ts in (EARLIEST, EARLIEST_LOCAL):
         return NONE, plog.log_start_offset, -1
     if ts == MAX_TIMESTAMP:
-        max_ts, offset = plog.max_timestamp()
+        max_ts, offset = await broker.storage.max_timestamp(plog)
         return NONE, offset, max_ts
-    found = plog.offset_for_timestamp(ts)
+    found = await broker.storage.offset_for_timestamp(plog, ts)
     if found is None:
         return NONE, -1, -1
     offset, found_ts = found
@@ -45,7 +45,9 @@ async def handle(broker: Broker, req: Request) -> Frame:
     for t in req.body.topics:
         parts = []
         for p in t.partitions:
-            code, offset, ts = _lookup(broker, t.name, int(p.partition_index), int(p.timestamp))
+            code, offset, ts = await _lookup(
+                broker, t.name, int(p.partition_index), int(p.timestamp)
+            )
             parts.append(
                 build(
                     mod.ListOffsetsPartitionResponse,

@@ -24,7 +24,7 @@ def _delete(broker: Broker, mod: Any, topic: str, p: Any) -> Any:
     try:
         plog = broker.storage.log(topic, partition)
         before = plog.log_start_offset
-        low = plog.delete_records(offset)
+        low = broker.storage.delete_records(topic, partition, offset)
         if low != before:
             log.info("%s-%d: records before %d deleted on request", topic, partition, low)
     except se.UnknownTopic:

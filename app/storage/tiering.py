@@ -1,0 +1,234 @@
+"""The service's side of the segment layers: uploads sealed segments to the object store,
+deletes WAL segments once their offsets are published (and older than the WAL retention),
+deletes segments that left the log, keeps the local segment cache within its budget, and
+serves Kafka fetches and timestamp lookups for offsets that are no longer in the WAL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from app.storage import metrics
+from app.storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
+from app.storage.registry import LOCAL, UPLOADED, Registry, SegmentRow
+from app.storage.segment import BatchIndex
+from app.storage.timestamps import first_record_at_or_after
+
+log = logging.getLogger(__name__)
+
+_INDEX_CACHE = 512
+_MAX_BACKOFF_S = 30.0
+
+
+class Tiering:
+    def __init__(
+        self,
+        registry: Registry,
+        store: ObjectStore,
+        cache_dir: Path,
+        cache_bytes: int,
+        wal_retain_ms: int,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.cache_dir = cache_dir
+        self.cache_bytes = cache_bytes
+        self.wal_retain_ms = wal_retain_ms
+        self.interval_s = interval_s
+        self._indexes: OrderedDict[str, BatchIndex] = OrderedDict()
+        self._used: dict[str, float] = {}
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._backoff = 0.0
+        self.store_ok = True
+        self.last_error: str | None = None
+
+    def local_path(self, row: SegmentRow) -> Path:
+        return self.cache_dir / row.object_key
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def start(self) -> None:
+        await self.store.start()
+        self._task = asyncio.create_task(self._loop(), name="tiering")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.store.close()
+
+    async def _loop(self) -> None:
+        # A flag as well as cancel(): on 3.11, a wait_for() whose inner wait finishes as the
+        # task is cancelled swallows the cancellation, and a kick during stop() did that.
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s + self._backoff):
+                    await self._kick.wait()
+            if self._stopping:
+                return
+            self._kick.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("segment upload/cleanup pass failed")
+
+    async def run_once(self) -> None:
+        try:
+            await self._upload_pending()
+            await self._delete_pending()
+            self._backoff = 0.0
+            self.store_ok = True
+        except ObjectStoreError as exc:
+            # The WAL keeps everything meanwhile; try again later, less often.
+            self._backoff = min(max(self._backoff * 2, 0.5), _MAX_BACKOFF_S)
+            self.store_ok = False
+            self.last_error = str(exc)
+            log.warning("object store unavailable (%s); retrying in %.1fs", exc, self._backoff)
+        await asyncio.to_thread(self._evict_cache)
+
+    async def _upload_pending(self) -> None:
+        for row in self.registry.segments(states=(LOCAL,)):
+            path = self.local_path(row)
+            if not path.exists():
+                log.error("segment %s is missing from the local cache", row.object_key)
+                continue
+            await self.store.put_file(row.object_key, path)
+            if self.registry.set_state(row.id, UPLOADED, expect=LOCAL):
+                metrics.SEGMENTS_PUBLISHED.inc()
+
+    async def _delete_pending(self) -> None:
+        for row in self.registry.deletable():
+            await self.store.delete(row.object_key)
+            self.forget_local(row)
+            self.registry.forget(row.id)
+
+    def forget_local(self, row: SegmentRow) -> None:
+        self._indexes.pop(row.object_key, None)
+        self._used.pop(row.object_key, None)
+        self.local_path(row).unlink(missing_ok=True)
+
+    def _evict_cache(self) -> None:
+        """Drop the least recently used uploaded segments from local disk over the budget."""
+        rows = self.registry.segments(states=(UPLOADED,))
+        rows = [r for r in rows if self.local_path(r).exists()]
+        total = sum(r.size for r in rows)
+        if total <= self.cache_bytes:
+            return
+        rows.sort(key=lambda r: self._used.get(r.object_key, r.created_ms / 1000))
+        for r in rows:
+            if total <= self.cache_bytes:
+                break
+            self.local_path(r).unlink(missing_ok=True)
+            self._used.pop(r.object_key, None)
+            total -= r.size
+
+    def published_end(self, topic: str, partition: int) -> int:
+        """Every offset from the first live segment up to this one is in an uploaded
+        segment."""
+        end = -1
+        for row in self.registry.segments(topic, partition):
+            if row.state != UPLOADED or (end >= 0 and row.base_offset > end):
+                break
+            end = row.next_offset
+        return end
+
+    def first_base(self, topic: str, partition: int) -> int | None:
+        rows = self.registry.segments(topic, partition)
+        return rows[0].base_offset if rows else None
+
+    # -- cold reads --------------------------------------------------------------------
+
+    async def _read_section(self, row: SegmentRow, start: int, length: int) -> tuple[bytes, bool]:
+        """Bytes of the segment object, from the local cache if it is there; the flag says
+        whether the object store served them."""
+        path = self.local_path(row)
+        self._used[row.object_key] = time.time()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return await self.store.get_range(row.object_key, start, length), True
+        try:
+            return os.pread(fd, length, start), False
+        finally:
+            os.close(fd)
+
+    async def batch_index(self, row: SegmentRow) -> BatchIndex:
+        idx = self._indexes.get(row.object_key)
+        if idx is not None:
+            self._indexes.move_to_end(row.object_key)
+            return idx
+        sections = row.manifest["sections"]
+        sec = sections["index"]
+        data, _remote = await self._read_section(row, sec["offset"], sec["size"])
+        idx = BatchIndex.from_bytes(data, sections["batches"]["size"])
+        self._indexes[row.object_key] = idx
+        if len(self._indexes) > _INDEX_CACHE:
+            self._indexes.popitem(last=False)
+        return idx
+
+    async def read(self, topic: str, partition: int, offset: int, max_bytes: int) -> list[bytes]:
+        """Whole batches from the segment holding `offset` (at most `max_bytes`, the first
+        batch always whole), exactly as they were produced."""
+        for _attempt in range(2):
+            row = self.registry.find(topic, partition, offset)
+            if row is None:
+                return []
+            try:
+                idx = await self.batch_index(row)
+                span = idx.span(offset, max_bytes)
+                if span is None:
+                    return []
+                base = row.manifest["sections"]["batches"]["offset"]
+                data, remote = await self._read_section(row, base + span[0], span[1] - span[0])
+            except ObjectNotFound:
+                # Merged away or deleted by retention between the lookup and the read: look
+                # again (a merge put the offsets in another segment).
+                continue
+            (metrics.FETCH_OBJECT_STORE if remote else metrics.FETCH_SEGMENT_CACHE).inc(len(data))
+            return [data]
+        return []
+
+    async def offset_for_timestamp(
+        self, topic: str, partition: int, ts: int, log_start: int, wal_start: int
+    ) -> tuple[int, int] | None:
+        """The first record at or after `ts` among offsets only held by search segments."""
+        for row in self.registry.segments(topic, partition):
+            if row.base_offset >= wal_start:
+                break
+            if row.max_timestamp < ts or row.last_offset < log_start:
+                continue
+            idx = await self.batch_index(row)
+            for i, max_ts in enumerate(idx.max_timestamps):
+                if max_ts < ts or idx.lasts[i] < log_start:
+                    continue
+                base = row.manifest["sections"]["batches"]["offset"]
+                start = idx.positions[i]
+                data, _ = await self._read_section(row, base + start, idx.end_of(i) - start)
+                found = first_record_at_or_after(data, ts, log_start)
+                if found is not None:
+                    return found
+        return None
+
+    async def max_timestamp(self, topic: str, partition: int, wal_start: int) -> tuple[int, int]:
+        best = (-1, -1)
+        for row in self.registry.segments(topic, partition):
+            if row.base_offset >= wal_start or row.max_timestamp <= best[0]:
+                continue
+            idx = await self.batch_index(row)
+            for i, max_ts in enumerate(idx.max_timestamps):
+                if max_ts > best[0]:
+                    best = (max_ts, idx.lasts[i])
+        return best
