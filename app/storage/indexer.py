@@ -75,7 +75,10 @@ class Indexer:
         self._stopping = False
 
     def worker_for(self, topic: str, partition: int) -> int:
-        return zlib.crc32(f"{topic}\0{partition}".encode()) % len(self._workers)
+        # A topic's partitions go round-robin from a per-topic start, so they spread evenly.
+        # (Hashing "topic+partition" does not: CRC-32 is linear, and partitions 0 and 1 of
+        # every topic had the same parity, so two workers got one of them each never.)
+        return (zlib.crc32(topic.encode()) + partition) % len(self._workers)
 
     async def start(self) -> None:
         for w in self._workers:

@@ -238,3 +238,13 @@ def test_registry_lookups(tmp_path: Path) -> None:
     assert reg.set_state(reg.segments("t", 0)[0].id, UPLOADED, expect=LOCAL)
     assert reg.totals() == {"t": (1, 1000)}
     reg.close()
+
+
+def test_indexer_spreads_a_topics_partitions_over_the_workers(tmp_path: Path) -> None:
+    from app.storage.indexer import Indexer
+
+    for workers in (2, 3, 4):
+        indexer = Indexer(WorkerConfig(tmp_path), workers, dict, "INFO")
+        for topic in ("a", "orders", "t-0123456789ab"):
+            owners = [indexer.worker_for(topic, p) for p in range(2 * workers)]
+            assert sorted(owners) == sorted(list(range(workers)) * 2), (topic, owners)
