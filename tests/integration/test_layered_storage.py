@@ -13,7 +13,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.clients import Msg, produce_confluent, watermarks, with_offsets
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tests.integration.clients import (
+    Msg,
+    consume_confluent,
+    produce_confluent,
+    watermarks,
+    with_offsets,
+)
 from tests.integration.conftest import Server, unique_topic
 from tests.integration.layered import (
     LAYERED_ARGS,
@@ -220,3 +229,41 @@ def test_a_killed_indexer_worker_is_restarted_and_indexing_goes_on(
     assert set(_workers(srv.pid)).isdisjoint(workers) and len(_workers(srv.pid)) == 2
     srv.stop()
     _assert_documents_exact(srv, topic, ends)
+
+
+def test_delete_records_and_delete_topic_remove_tiered_segments(
+    fresh_server: Callable[..., Server],
+) -> None:
+    srv = fresh_server(*LAYERED_ARGS, "--segment-max-records", "2000")
+    topic = unique_topic("drop")
+    create_topic(srv, topic)
+    msgs = corpus(10_000, seed=4)
+    offsets = produce_confluent(srv.bootstrap, topic, msgs, "gzip", **{"batch.num.messages": 500})
+    wait_tiered(srv, topic, {0: len(offsets)})
+    rows = segments(srv, topic)
+    assert len(rows) >= 3
+    cut = rows[1][2] + 1  # everything of the first two segments
+    admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+    (fut,) = admin.delete_records([TopicPartition(topic, 0, cut + 7)]).values()
+    assert fut.result(20).low_watermark == cut + 7
+    objects = srv.data_dir / "objects"
+
+    def stored() -> set[str]:
+        return {str(f.relative_to(objects)) for f in objects.rglob("*.seg")}
+
+    wait_until(
+        lambda: not {r[5] for r in rows[:2]} & (stored() | {r[5] for r in segments(srv, topic)}),
+        30,
+        "segments below the new log start to go",
+    )
+    assert rows[2][5] in stored()
+    got = consume_confluent(srv.bootstrap, topic, 5, start=-2)[:5]
+    assert [m.offset for m in got] == list(range(cut + 7, cut + 12))
+    assert [m.value for m in got] == [msgs[o].value for o in range(cut + 7, cut + 12)]
+
+    admin.delete_topics([topic])[topic].result(20)
+    wait_until(
+        lambda: not stored() and not segments(srv, topic, ("local", "uploaded", "deleting")),
+        30,
+        "a deleted topic's segments to leave the store and the registry",
+    )
