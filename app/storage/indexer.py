@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import time
 import zlib
 from collections import deque
@@ -53,6 +54,9 @@ class _Worker:
     sent: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
+    # A state message the worker has not answered yet: at most one is in flight, so a
+    # worker busy sealing a large segment can never fill the pipe and block the loop here.
+    awaiting: bool = False
 
 
 class Indexer:
@@ -89,13 +93,14 @@ class Indexer:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child, self.cfg, self.log_level),
+            args=(child, self.cfg, self.log_level, os.getpid()),
             name=f"chronik-indexer-{w.index}",
             daemon=True,
         )
         proc.start()
         child.close()
         w.process, w.conn, w.sent, w.started_at = proc, parent, {}, time.monotonic()
+        w.awaiting = False
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable, w)
 
     def _on_readable(self, w: _Worker) -> None:
@@ -105,6 +110,7 @@ class Indexer:
         try:
             while conn.poll():
                 self._handle(conn.recv())
+                w.awaiting = False
         except (EOFError, OSError):
             self._detach(w)
 
@@ -171,19 +177,37 @@ class Indexer:
             if not alive or w.conn is None:
                 self._restart(w)
                 continue
+            if w.awaiting:
+                continue
             changed = {k: v for k, v in wanted.items() if w.sent.get(k) != v}
             gone = [k for k in w.sent if k not in wanted]
+            if not changed and not gone:
+                continue
             try:
-                if changed:
-                    w.conn.send(("state", changed))
                 if gone:
                     w.conn.send(("drop", gone))
+                if changed:
+                    w.conn.send(("state", changed))
             except (BrokenPipeError, OSError):
                 self._detach(w)
                 continue
+            w.awaiting = True
             for k in gone:
                 del w.sent[k]
             w.sent.update(changed)
+
+    def drop_now(self, keys: list[tuple[str, int]]) -> None:
+        """A deleted topic's partitions leave their worker before anything else it is sent,
+        so a topic re-created under the same name starts from nothing. (Left to the next
+        tick, a delete and re-create between two ticks would look like no change at all.)"""
+        for key in keys:
+            w = self._workers[self.worker_for(*key)]
+            w.sent.pop(key, None)
+            if w.conn is not None:
+                try:
+                    w.conn.send(("drop", [key]))
+                except (BrokenPipeError, OSError):
+                    self._detach(w)
 
     def _restart(self, w: _Worker) -> None:
         if self._stopping:
@@ -192,7 +216,10 @@ class Indexer:
         log.warning("indexer worker %d exited (code %s); restarting it", w.index, code)
         self._detach(w)
         if w.process is not None:
-            w.process.join(timeout=0)
+            # It may be alive with its pipe gone: two workers must never index one partition.
+            if w.process.is_alive():
+                w.process.kill()
+            w.process.join(timeout=5)
         w.restarts += 1
         metrics.INDEXER_RESTARTS.inc()
         metrics.INDEXER_ERRORS.inc()

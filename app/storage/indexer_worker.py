@@ -10,10 +10,13 @@ re-does work without duplicating it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import secrets
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -42,6 +45,9 @@ WRITER_THREADS = 1
 IDLE_COMMIT_MS = 200
 # How often an idle worker looks for small segments to merge.
 MERGE_CHECK_S = 2.0
+# A partition that failed to open is tried again after this long.
+OPEN_RETRY_S = 5.0
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -51,6 +57,11 @@ class WorkerConfig:
     segment_max_records: int = 1_000_000
     segment_max_bytes: int = 256 * 1024 * 1024
     segment_max_age_ms: int = 600_000
+
+
+class PartitionGone(Exception):
+    """The partition's checkpoint is gone: its topic was deleted and the worker has not been
+    told yet. Its indexer is dropped; a re-created topic starts from a new checkpoint."""
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -87,8 +98,9 @@ class PartitionIndexer:
         self.writer: tantivy.IndexWriter | None = None
         cp = registry.checkpoint(topic, partition)
         if cp is None:
-            cp = Checkpoint(topic, partition, start, start, {})
-            registry.save_checkpoint(cp)
+            registry.create_checkpoint(Checkpoint(topic, partition, start, start, {}))
+            cp = registry.checkpoint(topic, partition)
+            assert cp is not None
         self.cp = cp
         self._recover()
         # Every record below this is in a Tantivy commit (searchable); cp.indexed_offset runs
@@ -106,7 +118,8 @@ class PartitionIndexer:
         (self.open_dir / "tantivy").mkdir(parents=True)
         (self.open_dir / "base").write_text(str(base))
         self.cp = Checkpoint(self.topic, self.partition, base, base, {})
-        self.registry.save_checkpoint(self.cp)
+        if not self.registry.save_checkpoint(self.cp):
+            raise PartitionGone(self.topic, self.partition)
         self.searchable = base
 
     def _recover(self) -> None:
@@ -157,11 +170,17 @@ class PartitionIndexer:
             self._batches.close()
         self.wal.close()
 
-    def drop(self) -> None:
+    def abandon(self) -> None:
+        """Let go of the writer and files without committing (after a failure)."""
         self.writer = None
-        if self._batches is not None:
-            self._batches.close()
-        self.wal.close()
+        with contextlib.suppress(Exception):
+            if self._batches is not None:
+                self._batches.close()
+        with contextlib.suppress(Exception):
+            self.wal.close()
+
+    def drop(self) -> None:
+        self.abandon()
         shutil.rmtree(self.open_dir, ignore_errors=True)
 
     # -- indexing ----------------------------------------------------------------------
@@ -183,9 +202,9 @@ class PartitionIndexer:
         return busy
 
     def _skip_to(self, offset: int) -> None:
-        """Retention or DeleteRecords moved the log start past records not yet indexed."""
-        if self.state.get("batches_len"):
-            self.seal()
+        """Retention or DeleteRecords moved the log start past every record of the open
+        segment: it is dropped, not sealed (a sealed segment below the log start would be
+        published after the retention pass that removes such segments)."""
         self._reset_open(offset)
         self.wal.seek(offset)
 
@@ -252,8 +271,11 @@ class PartitionIndexer:
             return
         started = time.monotonic()
         self._batches.flush()
+        # The batch file must be on disk before a checkpoint that counts its length.
+        os.fsync(self._batches.fileno())
         self.writer.commit()
-        self.registry.save_checkpoint(self.cp)
+        if not self.registry.save_checkpoint(self.cp):
+            raise PartitionGone(self.topic, self.partition)
         self.searchable = self.cp.indexed_offset
         self.commit_seconds.append(time.monotonic() - started)
         self.last_commit_ms = int(time.time() * 1000)
@@ -298,7 +320,9 @@ class PartitionIndexer:
         )
         row = SegmentRow.sealed(base_key, manifest)
         nxt = cp.indexed_offset
-        self.registry.publish(row, Checkpoint(self.topic, self.partition, nxt, nxt, {}))
+        if not self.registry.publish(row, Checkpoint(self.topic, self.partition, nxt, nxt, {})):
+            out.unlink(missing_ok=True)
+            raise PartitionGone(self.topic, self.partition)
         self.sealed += 1
         self._reset_open(nxt)
 
@@ -350,15 +374,51 @@ def _merge_some(
             return
 
 
-def worker_main(conn: Connection, cfg: WorkerConfig, log_level: str) -> None:
+def _open_partition(
+    cfg: WorkerConfig,
+    registry: Registry,
+    key: tuple[str, int],
+    hw: int,
+    log_start: int,
+    broken: dict[tuple[str, int], tuple[float, int, int]],
+) -> PartitionIndexer | None:
+    """A partition's indexer, or None (retried after a pause) if it cannot be opened: one
+    partition's failure must not take the worker and its other partitions down."""
+    try:
+        pi = PartitionIndexer(cfg, registry, key[0], key[1], log_start)
+    except Exception:
+        log.exception("%s-%d: cannot open for indexing; retrying in %gs", *key, OPEN_RETRY_S)
+        broken[key] = (time.monotonic() + OPEN_RETRY_S, hw, log_start)
+        return None
+    pi.hw, pi.log_start = hw, log_start
+    return pi
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive a killed service: the next service's worker would index
+    the same partitions beside it."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def worker_main(
+    conn: Connection, cfg: WorkerConfig, log_level: str, parent_pid: int | None = None
+) -> None:
     """The worker's loop. Messages in: ("state", {(topic, partition): (hw, log_start)}),
     ("drop", [(topic, partition)]), ("stop",). Out: ("progress", {...}) a few times a
     second. The worker exits when the service's end of the pipe closes."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = Registry(cfg.data_dir / "registry.sqlite", durable=False)
     parts: dict[tuple[str, int], PartitionIndexer] = {}
     last_report = last_merge = 0.0
     busy = False
+    # Partitions that failed to open: (retry time, hw, log start).
+    broken: dict[tuple[str, int], tuple[float, int, int]] = {}
     try:
         while True:
             timeout = 0.0 if busy else 0.02
@@ -383,26 +443,35 @@ def worker_main(conn: Connection, cfg: WorkerConfig, log_level: str) -> None:
                     for key, (hw, log_start) in msg[1].items():
                         pi = parts.get(key)
                         if pi is None:
-                            pi = parts[key] = PartitionIndexer(
-                                cfg, registry, key[0], key[1], log_start
-                            )
+                            broken.pop(key, None)
+                            pi = _open_partition(cfg, registry, key, hw, log_start, broken)
+                            if pi is None:
+                                continue
+                            parts[key] = pi
                         pi.hw, pi.log_start = hw, log_start
             now = time.monotonic()
             busy = False
-            for p in list(parts.values()):
+            for key, (retry_at, hw, log_start) in list(broken.items()):
+                if now >= retry_at:
+                    del broken[key]
+                    pi = _open_partition(cfg, registry, key, hw, log_start, broken)
+                    if pi is not None:
+                        parts[key] = pi
+            for key, p in list(parts.items()):
                 try:
                     busy = p.step(now) or busy
+                except PartitionGone:
+                    p.drop()
+                    del parts[key]
                 except Exception:
                     log.exception("%s-%d: indexing failed; reopening", p.topic, p.partition)
                     p.errors += 1
-                    with contextlib.suppress(Exception):
-                        p.writer = None
-                        p._batches.close()
-                    key = (p.topic, p.partition)
-                    fresh = PartitionIndexer(cfg, registry, key[0], key[1], p.log_start)
-                    fresh.hw, fresh.log_start = p.hw, p.log_start
-                    fresh.errors, fresh.records_indexed = p.errors, p.records_indexed
-                    parts[key] = fresh
+                    p.abandon()
+                    del parts[key]
+                    fresh = _open_partition(cfg, registry, key, p.hw, p.log_start, broken)
+                    if fresh is not None:
+                        fresh.errors, fresh.records_indexed = p.errors, p.records_indexed
+                        parts[key] = fresh
             if not busy and now - last_merge >= MERGE_CHECK_S:
                 last_merge = now
                 _merge_some(cfg, registry, parts)

@@ -157,13 +157,11 @@ class Registry:
         ).fetchall()
         return [Checkpoint(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
-    def save_checkpoint(self, cp: Checkpoint, db: sqlite3.Connection | None = None) -> None:
+    def create_checkpoint(self, cp: Checkpoint) -> None:
+        """A partition's first checkpoint (kept if one exists)."""
         cp.updated_ms = int(time.time() * 1000)
-        (db or self._db).execute(
-            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (topic, partition) DO UPDATE SET open_base=excluded.open_base, "
-            "indexed_offset=excluded.indexed_offset, open_state=excluded.open_state, "
-            "updated_ms=excluded.updated_ms",
+        self._db.execute(
+            "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
             (
                 cp.topic,
                 cp.partition,
@@ -173,6 +171,24 @@ class Registry:
                 cp.updated_ms,
             ),
         )
+
+    def save_checkpoint(self, cp: Checkpoint, db: sqlite3.Connection | None = None) -> bool:
+        """Update an existing checkpoint; False if there is none: the topic was deleted (a
+        worker must not bring its checkpoint back before it hears of the delete)."""
+        cp.updated_ms = int(time.time() * 1000)
+        cur = (db or self._db).execute(
+            "UPDATE checkpoints SET open_base=?, indexed_offset=?, open_state=?, updated_ms=? "
+            "WHERE topic=? AND partition=?",
+            (
+                cp.open_base,
+                cp.indexed_offset,
+                json.dumps(cp.open_state),
+                cp.updated_ms,
+                cp.topic,
+                cp.partition,
+            ),
+        )
+        return cur.rowcount == 1
 
     @staticmethod
     def _insert(db: sqlite3.Connection, seg: SegmentRow) -> None:
@@ -195,12 +211,14 @@ class Registry:
         )
         seg.id = int(cur.lastrowid or 0)
 
-    def publish(self, seg: SegmentRow, cp: Checkpoint) -> int:
-        """Register a sealed segment and move the checkpoint past it, in one transaction."""
+    def publish(self, seg: SegmentRow, cp: Checkpoint) -> bool:
+        """Register a sealed segment and move the checkpoint past it, in one transaction;
+        False (nothing registered) if the partition's checkpoint is gone (topic deleted)."""
         with self.transaction() as db:
+            if not self.save_checkpoint(cp, db):
+                return False
             self._insert(db, seg)
-            self.save_checkpoint(cp, db)
-        return seg.id
+        return True
 
     def segments(
         self,

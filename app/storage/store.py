@@ -336,6 +336,8 @@ class Storage:
     def delete_topic(self, name: str) -> None:
         meta = self.metadata.delete_topic(name)
         self.groups.delete_topic(name)
+        if self.indexer is not None:
+            self.indexer.drop_now([(name, p) for p in range(meta.partitions)])
         self.registry.drop_topic(name)
         self.tiering.kick()
         for p in range(meta.partitions):

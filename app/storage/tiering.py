@@ -142,7 +142,7 @@ class Tiering:
         for row in self.registry.segments(topic, partition):
             if row.state != UPLOADED or (end >= 0 and row.base_offset > end):
                 break
-            end = row.next_offset
+            end = max(end, row.next_offset)
         return end
 
     def first_base(self, topic: str, partition: int) -> int | None:

@@ -127,7 +127,11 @@ def test_sigkill_mid_indexing_and_upload_loses_and_duplicates_nothing(
         )
         # Indexing, sealing and uploading are all under way now.
         time.sleep(rnd.uniform(0.05, 0.6))
+        workers = _workers(srv.pid)
+        assert workers
         srv.kill()
+        # Its workers die with it: none may index beside the next service's.
+        wait_until(lambda ws=workers: not any(map(_alive, ws)), 10, "orphaned workers to exit")
         srv.start()
     ends = _ends(produced)
     wait_tiered(srv, topic, ends)
@@ -192,6 +196,14 @@ def test_retention_removes_segments_from_store_and_registry(
     wait_until(gone, 30, "expired segments to leave the registry and the store")
     low, high = watermarks(srv.bootstrap, topic, 0)
     assert low >= max(r[2] for r in old_rows) + 1 and high == 10_100
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _workers(pid: int) -> list[int]:
@@ -267,3 +279,24 @@ def test_delete_records_and_delete_topic_remove_tiered_segments(
         30,
         "a deleted topic's segments to leave the store and the registry",
     )
+
+
+def test_a_topic_recreated_at_once_starts_from_nothing(
+    fresh_server: Callable[..., Server],
+) -> None:
+    srv = fresh_server(*LAYERED_ARGS, "--segment-max-age-ms", "300")
+    topic = unique_topic("again")
+    create_topic(srv, topic)
+    old = corpus(3_000, seed=21)
+    produce_confluent(srv.bootstrap, topic, old)
+    wait_tiered(srv, topic, {0: len(old)})
+    admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+    admin.delete_topics([topic])[topic].result(20)
+    create_topic(srv, topic)  # straight away: within one indexer tick
+    new = corpus(500, seed=22)
+    produced = {0: with_offsets(new, produce_confluent(srv.bootstrap, topic, new))}
+    assert produced[0][0].offset == 0
+    wait_tiered(srv, topic, {0: len(new)})
+    assert_consumed_exactly(srv, topic, produced)
+    srv.stop()
+    _assert_documents_exact(srv, topic, {0: len(new)})

@@ -211,6 +211,7 @@ def test_registry_lookups(tmp_path: Path) -> None:
     from app.storage.registry import DELETING, UPLOADED, Checkpoint, SegmentRow
 
     reg = Registry(tmp_path / "r.sqlite")
+    reg.create_checkpoint(Checkpoint("t", 0, 0, 0))
     for base in (0, 100, 200):
         row = SegmentRow(
             0,
@@ -227,7 +228,7 @@ def test_registry_lookups(tmp_path: Path) -> None:
             {},
             0,
         )
-        reg.publish(row, Checkpoint("t", 0, base + 100, base + 100))
+        assert reg.publish(row, Checkpoint("t", 0, base + 100, base + 100))
     found = reg.find("t", 0, 150)
     assert found is not None and found.base_offset == 100
     assert [r.base_offset for r in reg.in_time_range("t", 0, 1000, 1003)] == [100]
