@@ -64,6 +64,13 @@ class PartitionGone(Exception):
     told yet. Its indexer is dropped; a re-created topic starts from a new checkpoint."""
 
 
+def open_index_dir(open_dir: Path, base: int) -> Path:
+    """The open segment's Tantivy directory. Named by the segment's base so a new open
+    segment never reuses the old one's path: a search process still opening the old one
+    could otherwise leave lock files in the new one as it is created."""
+    return open_dir / f"tantivy-{base}"
+
+
 def partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
@@ -110,12 +117,16 @@ class PartitionIndexer:
     # -- open segment lifecycle --------------------------------------------------------
 
     @property
+    def index_dir(self) -> Path:
+        return open_index_dir(self.open_dir, self.cp.open_base)
+
+    @property
     def state(self) -> dict[str, Any]:
         return self.cp.open_state
 
     def _fresh(self, base: int) -> None:
         shutil.rmtree(self.open_dir, ignore_errors=True)
-        (self.open_dir / "tantivy").mkdir(parents=True)
+        open_index_dir(self.open_dir, base).mkdir(parents=True)
         (self.open_dir / "base").write_text(str(base))
         self.cp = Checkpoint(self.topic, self.partition, base, base, {})
         if not self.registry.save_checkpoint(self.cp):
@@ -129,13 +140,14 @@ class PartitionIndexer:
         try:
             same_base = int((self.open_dir / "base").read_text()) == cp.open_base
             usable = same_base and (batches.stat().st_size if want else 0) >= want
-            usable = usable and (self.open_dir / "tantivy" / "meta.json").exists()
+            index_dir = open_index_dir(self.open_dir, cp.open_base)
+            usable = usable and (index_dir / "meta.json").exists()
         except (FileNotFoundError, ValueError):
             usable = False
         if not usable:
             # Lost or stale (sealed just before a crash): index the open range again.
             self._fresh(cp.open_base)
-        index = tantivy.Index(self.schema, path=str(self.open_dir / "tantivy"))
+        index = tantivy.Index(self.schema, path=str(self.index_dir))
         self.index = index
         self._open_writer()
         if usable:
@@ -313,7 +325,7 @@ class PartitionIndexer:
             partition=self.partition,
             batches_path=self.open_dir / "batches.bin",
             batches_size=state["batches_len"],
-            index_dir=self.open_dir / "tantivy",
+            index_dir=self.index_dir,
             min_timestamp=state.get("min_ts", 0),
             max_timestamp=state.get("max_ts", 0),
             docs=state.get("docs", 0),
@@ -333,7 +345,7 @@ class PartitionIndexer:
             self._batches.close()
         self._fresh(base)
         self.builder.reset()
-        self.index = tantivy.Index(self.schema, path=str(self.open_dir / "tantivy"))
+        self.index = tantivy.Index(self.schema, path=str(self.index_dir))
         self._open_writer()
         self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115
         self._uncommitted = 0

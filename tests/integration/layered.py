@@ -18,6 +18,7 @@ import httpx
 import tantivy
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.storage.indexer_worker import open_index_dir
 from app.storage.segment import extract_tantivy
 from tests.integration.clients import (
     Msg,
@@ -122,6 +123,15 @@ def checkpoints(srv: Server, topic: str) -> dict[int, int]:
     return {p: off for p, off in rows}
 
 
+def open_bases(srv: Server, topic: str) -> dict[int, int]:
+    """Each partition's open segment base."""
+    with registry(srv) as db:
+        rows = db.execute(
+            "SELECT partition, open_base FROM checkpoints WHERE topic=?", (topic,)
+        ).fetchall()
+    return {p: base for p, base in rows}
+
+
 def published_end(srv: Server, topic: str, partition: int) -> int:
     """The end of the run of uploaded segments from the partition's first live segment."""
     end = -1
@@ -190,9 +200,11 @@ def doc_offsets(srv: Server, topic: str, partition: int) -> list[int]:
             dest = work / f"s{n}"
             extract_tantivy(srv.data_dir / "segments" / row[5], json.loads(row[6]), dest)
             dirs.append(dest)
-        open_dir = srv.data_dir / "index" / f"{topic}-{partition}" / "tantivy"
-        if (open_dir / "meta.json").exists():
-            dirs.append(open_dir)
+        cp = open_bases(srv, topic).get(partition)
+        if cp is not None:
+            open_dir = open_index_dir(srv.data_dir / "index" / f"{topic}-{partition}", cp)
+            if (open_dir / "meta.json").exists():
+                dirs.append(open_dir)
         for d in dirs:
             index = tantivy.Index.open(str(d))
             index.reload()

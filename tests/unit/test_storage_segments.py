@@ -160,7 +160,7 @@ def test_poison_and_type_flips_are_counted_and_do_not_stop_indexing(tmp_path: Pa
     _run(pi, plog)
     assert pi.cp.indexed_offset == 7
     assert pi.errors == 2  # the flip of value.a and the undecodable batch
-    index_dir = pi.open_dir / "tantivy"
+    index_dir = pi.index_dir
     assert _offsets(index_dir) == [0, 1, 2, 5, 6]  # non-UTF-8 values are still documents
     assert _offsets(index_dir, "value.a:2") == [5]
     assert _offsets(index_dir, "one") == [1]  # indexed as text
@@ -187,7 +187,7 @@ def test_restart_after_commit_without_checkpoint_does_not_duplicate(tmp_path: Pa
     pi._batches.close()
     again = PartitionIndexer(cfg, registry, "t", 0, 0)
     _run(again, plog)
-    assert _offsets(again.open_dir / "tantivy") == list(range(80))
+    assert _offsets(again.index_dir) == list(range(80))
     again.seal()
     (row,) = registry.segments("t", 0)
     assert (row.base_offset, row.last_offset, row.records) == (0, 79, 80)
