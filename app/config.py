@@ -94,6 +94,12 @@ class Settings:
     tiering_interval_ms: int = field(
         default=1000, metadata={"help": "how often uploads and WAL cleanup run"}
     )
+    search_workers: int = field(
+        default=2, metadata={"help": "processes that run searches over segment indexes"}
+    )
+    search_timeout_ms: int = field(
+        default=10_000, metadata={"help": "a search taking longer answers 504"}
+    )
     offsets_retention_minutes: int = field(
         default=10080, metadata={"help": "how long an empty group keeps its committed offsets"}
     )
@@ -107,6 +113,8 @@ class Settings:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
         if self.default_partitions < 1:
             raise ValueError("default_partitions must be at least 1")
+        if self.search_workers < 1 or self.search_timeout_ms < 1:
+            raise ValueError("search_workers and search_timeout_ms must be positive")
         if self.index_workers < 0 or self.index_commit_ms < 10:
             raise ValueError("index_workers must be >= 0 and index_commit_ms >= 10")
         if self.segment_max_records < 1 or self.segment_max_bytes < 1:

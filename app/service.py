@@ -63,6 +63,8 @@ class Service:
                 wal_retain_ms=settings.wal_retain_ms,
                 segment_cache_bytes=settings.segment_cache_bytes,
                 tiering_interval_ms=settings.tiering_interval_ms,
+                search_workers=settings.search_workers,
+                search_timeout_ms=settings.search_timeout_ms,
                 log_level=settings.log_level.upper(),
             )
         )

@@ -23,6 +23,7 @@ from app.storage.memtail import MemTailBudget
 from app.storage.metadata import MetadataStore, TopicMeta
 from app.storage.objectstore import open_object_store
 from app.storage.registry import Registry
+from app.storage.search import SearchEngine
 from app.storage.tiering import Tiering
 from app.storage.timestamps import wal_max_timestamp, wal_offset_for_timestamp
 
@@ -51,6 +52,8 @@ class StorageConfig:
     wal_retain_ms: int = 3_600_000
     segment_cache_bytes: int = 1024 * MiB
     tiering_interval_ms: int = 1000
+    search_workers: int = 2
+    search_timeout_ms: int = 10_000
     log_level: str = "INFO"
 
 
@@ -85,6 +88,14 @@ class Storage:
             config.segment_cache_bytes,
             config.wal_retain_ms,
             config.tiering_interval_ms / 1000,
+            search_dir=config.data_dir / "search",
+        )
+        self.search = SearchEngine(
+            self,
+            self.registry,
+            config.data_dir,
+            config.search_workers,
+            config.search_timeout_ms,
         )
         self.indexer: Indexer | None = None
         if config.index_workers > 0:
@@ -218,6 +229,7 @@ class Storage:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
             self._retention_task = None
+        self.search.close()
         await self.fsync.close()
         await asyncio.to_thread(self._close_logs)
         self.groups.close()

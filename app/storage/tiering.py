@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +35,7 @@ class Tiering:
         cache_bytes: int,
         wal_retain_ms: int,
         interval_s: float = 1.0,
+        search_dir: Path | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -41,6 +43,7 @@ class Tiering:
         self.cache_bytes = cache_bytes
         self.wal_retain_ms = wal_retain_ms
         self.interval_s = interval_s
+        self.search_dir = search_dir
         self._indexes: OrderedDict[str, BatchIndex] = OrderedDict()
         self._used: dict[str, float] = {}
         self._kick = asyncio.Event()
@@ -119,6 +122,8 @@ class Tiering:
         self._indexes.pop(row.object_key, None)
         self._used.pop(row.object_key, None)
         self.local_path(row).unlink(missing_ok=True)
+        if self.search_dir is not None:
+            shutil.rmtree(self.search_dir / row.object_key, ignore_errors=True)
 
     def _evict_cache(self) -> None:
         """Drop the least recently used uploaded segments from local disk over the budget."""

@@ -1,0 +1,310 @@
+"""Search over a topic's sealed and open search segments: plans which indexes can match,
+runs one task per index in the search pool's processes, merges the hits by the sort key and
+reads each hit's record back from the log (any layer), exactly as stored.
+
+Consistency with the indexer: a partition's open segment holds offsets from its checkpoint's
+`open_base` and sealed segments everything below. Planning reads the checkpoint first and
+takes only sealed segments below that base, so a seal meanwhile cannot count a record twice;
+if the open segment is gone by the time it is searched (sealed), that partition alone is
+planned again from the old base."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.storage import search_exec
+from app.storage.errors import StorageError, UnknownTopic
+from app.storage.indexer_worker import open_index_dir
+from app.storage.records import Record, iter_records
+from app.storage.registry import Registry, SegmentRow
+from app.storage.search_exec import AggTask, SegmentTask
+from app.storage.segment import extract_tantivy
+
+log = logging.getLogger(__name__)
+
+_REPLANS = 5
+
+
+class SearchTimeout(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class IndexRef:
+    """One index to search: a sealed segment's extracted Tantivy files or an open segment."""
+
+    topic: str
+    partition: int
+    index_dir: Path
+    min_offset: int | None = None
+    generation: int = 0
+
+
+@dataclass
+class Hit:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    sort_value: float | int
+    rank: int
+    record: Record | None = None
+
+
+def rank(topics: Sequence[str], topic: str, partition: int) -> int:
+    """A (topic, partition)'s place in the hit order: by topic name, then partition."""
+    return (sorted(topics).index(topic) << 24) | partition
+
+
+@dataclass
+class SearchResult:
+    total: int
+    hits: list[Hit]
+    segments: int
+
+
+class SearchEngine:
+    def __init__(
+        self,
+        storage: Any,
+        registry: Registry,
+        data_dir: Path,
+        workers: int = 2,
+        timeout_ms: int = 10_000,
+    ) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.data_dir = data_dir
+        self.cache_dir = data_dir / "search"
+        self.workers = max(workers, 1)
+        self.timeout_s = timeout_ms / 1000
+        self._pool: ProcessPoolExecutor | None = None
+        self._extracting: dict[str, asyncio.Lock] = {}
+        self.segments_opened = 0
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _partitions(self, topic: str, partitions: Sequence[int] | None) -> list[int]:
+        meta = self.storage.metadata.get(topic)
+        if meta is None:
+            raise UnknownTopic(topic)
+        if not partitions:
+            return list(range(meta.partitions))
+        return [p for p in partitions if 0 <= p < meta.partitions]
+
+    def _plan_partition(
+        self, topic: str, partition: int, from_offset: int, lo: int, hi: int
+    ) -> tuple[list[SegmentRow], IndexRef | None]:
+        """Sealed segments from `from_offset` up to the open segment's base (read first, so a
+        seal after it is not also counted in the open segment), then the open segment."""
+        cp = self.registry.checkpoint(topic, partition)
+        base = cp.open_base if cp is not None else 2**63 - 1
+        rows = [
+            r
+            for r in self.registry.in_time_range(topic, partition, lo, hi)
+            if from_offset <= r.base_offset < base
+        ]
+        if cp is None or cp.indexed_offset <= cp.open_base:
+            return rows, None
+        d = open_index_dir(self.data_dir / "index" / f"{topic}-{partition}", cp.open_base)
+        return rows, IndexRef(topic, partition, d, min_offset=base, generation=base)
+
+    async def _local_index(self, row: SegmentRow) -> IndexRef:
+        """The segment's Tantivy files, extracted into the search cache (downloading the
+        segment into the local segment cache first if it is only in the object store)."""
+        dest = self.cache_dir / row.object_key
+        if not (dest / "meta.json").exists():
+            lock = self._extracting.setdefault(row.object_key, asyncio.Lock())
+            async with lock:
+                if not (dest / "meta.json").exists():
+                    seg = self.storage.tiering.local_path(row)
+                    if not seg.exists():
+                        await self.storage.objects.get_file(row.object_key, seg)
+                    await asyncio.to_thread(_extract, seg, row.manifest, dest)
+                    self.segments_opened += 1
+            self._extracting.pop(row.object_key, None)
+        return IndexRef(row.topic, row.partition, dest)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _run(self, fn: Any, tasks: list[Any]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self.pool()
+        futures = [loop.run_in_executor(pool, fn, t) for t in tasks]
+        try:
+            return await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except TimeoutError:
+            for f in futures:
+                f.cancel()
+            raise SearchTimeout(
+                f"search over {len(tasks)} segment indexes took over {self.timeout_s:g}s"
+            ) from None
+
+    async def _execute(
+        self,
+        fn: Any,
+        make_task: Any,
+        topics: Sequence[str],
+        partitions: Sequence[int] | None,
+        start_ms: int | None,
+        end_ms: int | None,
+    ) -> list[tuple[IndexRef, Any, Any]]:
+        """Run `fn(make_task(ref))` for every index that may hold matches. An open segment
+        that was sealed meanwhile answers None (or `vanished`): that partition is planned
+        again from that segment's base, and only its new indexes are searched."""
+        lo = start_ms if start_ms is not None else -(2**63)
+        hi = end_ms if end_ms is not None else 2**63 - 1
+        pending = [(t, p, 0) for t in topics for p in self._partitions(t, partitions)]
+        done: list[tuple[IndexRef, Any, Any]] = []
+        for _attempt in range(_REPLANS):
+            refs: list[IndexRef] = []
+            for topic, p, from_offset in pending:
+                rows, open_ref = self._plan_partition(topic, p, from_offset, lo, hi)
+                refs += [await self._local_index(r) for r in rows]
+                if open_ref is not None:
+                    refs.append(open_ref)
+            tasks = [make_task(r) for r in refs]
+            results = await self._run(fn, tasks)
+            pending = []
+            for ref, task, res in zip(refs, tasks, results, strict=True):
+                if res is None or getattr(res, "vanished", False):
+                    pending.append((ref.topic, ref.partition, ref.min_offset or 0))
+                else:
+                    done.append((ref, task, res))
+            if not pending:
+                return done
+            await asyncio.sleep(0.01)
+        raise SearchTimeout("the indexer kept sealing the segments being searched")
+
+    async def search(
+        self,
+        topics: Sequence[str],
+        query: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        sort_field: str | None = "timestamp",
+        descending: bool = True,
+        after: tuple[int, int, int] | None = None,
+        limit: int = 20,
+        skip: int = 0,
+    ) -> SearchResult:
+        def task(r: IndexRef) -> SegmentTask:
+            return SegmentTask(
+                index_dir=str(r.index_dir),
+                rank=rank(topics, r.topic, r.partition),
+                query=query,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                min_offset=r.min_offset,
+                generation=r.generation,
+                sort_field=sort_field,
+                descending=descending,
+                after=after,
+                limit=limit + skip,
+            )
+
+        done = await self._execute(
+            search_exec.search_segment, task, topics, partitions, start_ms, end_ms
+        )
+        total = sum(res.total for _r, _t, res in done)
+        merged = [
+            Hit(ref.topic, ref.partition, h[1], h[2], h[0], t.rank)
+            for ref, t, res in done
+            for h in res.hits
+        ]
+        merged.sort(key=_sort_key(sort_field, descending))
+        page = merged[skip : skip + limit]
+        await self._attach_records(page)
+        return SearchResult(total, page, len(done))
+
+    async def aggregate(
+        self,
+        topics: Sequence[str],
+        query: str,
+        agg: dict[str, Any],
+        *,
+        partitions: Sequence[int] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        def task(r: IndexRef) -> AggTask:
+            return AggTask(
+                index_dir=str(r.index_dir),
+                query=query,
+                agg=agg,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                min_offset=r.min_offset,
+                generation=r.generation,
+            )
+
+        done = await self._execute(
+            search_exec.aggregate_segment, task, topics, partitions, start_ms, end_ms
+        )
+        return [res for _r, _t, res in done]
+
+    async def _attach_records(self, hits: list[Hit]) -> None:
+        """Read each hit's record back from the log: the batch holding it, from any layer."""
+        batches: dict[tuple[str, int, int], dict[int, Record]] = {}
+        for hit in hits:
+            found = None
+            for (t, p, _first), recs in batches.items():
+                if t == hit.topic and p == hit.partition and hit.offset in recs:
+                    found = recs[hit.offset]
+                    break
+            if found is None:
+                with contextlib.suppress(StorageError):
+                    plog = self.storage.log(hit.topic, hit.partition)
+                    data = await self.storage.read(plog, hit.offset, 1)
+                    if data:
+                        raw = bytes(data[0])
+                        recs = {r.offset: r for r in iter_records(raw)}
+                        batches[(hit.topic, hit.partition, hit.offset)] = recs
+                        found = recs.get(hit.offset)
+            hit.record = found
+
+
+def _sort_key(sort_field: str | None, descending: bool) -> Any:
+    """The total order of hits; search_exec's cursor conditions follow the same order."""
+    sign = -1 if descending else 1
+    if sort_field is None:
+        return lambda h: (-h.sort_value, h.rank, h.offset)
+    if sort_field == "offset":
+        return lambda h: (sign * h.offset, sign * h.rank)
+    return lambda h: (sign * h.timestamp, sign * h.rank, sign * h.offset)
+
+
+def _extract(segment: Path, manifest: dict[str, Any], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.{time.monotonic_ns()}")
+    extract_tantivy(segment, manifest, tmp)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        # Another extraction of the same segment won the race.
+        shutil.rmtree(tmp, ignore_errors=True)

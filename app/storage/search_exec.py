@@ -1,0 +1,267 @@
+"""Search work done in the search pool's processes: one Tantivy index (a sealed segment or a
+partition's open segment) per task. Tantivy's binding re-takes the GIL around every call, so
+searching beside the event loop would stall it (ARCHITECTURE.md, decision 4).
+
+Every index holds one partition, so within an index the order (sort field, partition,
+offset) is (sort field, offset). Sorting by timestamp needs the tie-break: the hits on the
+last timestamp of a page are fetched again ordered by offset."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import tantivy
+
+from app.storage.docs import build_schema
+
+DEFAULT_FIELDS = ["key", "text"]
+_CACHE = 64
+
+_indexes: OrderedDict[tuple[str, int], tantivy.Index] = OrderedDict()
+_schema: tantivy.Schema | None = None
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    index_dir: str
+    # The index's (topic, partition) place in the order: hits tie-break on it after the
+    # sort field, then on offset.
+    rank: int
+    query: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+    # The open segment holds offsets from its base: sealed ones below are searched apart.
+    min_offset: int | None = None
+    generation: int = 0  # the open segment's base: a new one is a new index
+    sort_field: str | None = "timestamp"  # None: relevance
+    descending: bool = True
+    # (sort value, rank, offset) of the last hit already returned.
+    after: tuple[int, int, int] | None = None
+    limit: int = 20
+
+
+@dataclass
+class SegmentResult:
+    total: int
+    # An open segment sealed and reset while it was opened: the search plans again.
+    vanished: bool = False
+    # (sort value or score, offset, timestamp)
+    hits: list[tuple[float | int, int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AggTask:
+    index_dir: str
+    query: str
+    agg: dict[str, Any]
+    start_ms: int | None = None
+    end_ms: int | None = None
+    min_offset: int | None = None
+    generation: int = 0
+
+
+def schema() -> tantivy.Schema:
+    global _schema
+    if _schema is None:
+        _schema = build_schema()
+    return _schema
+
+
+def _open(index_dir: str, generation: int) -> tantivy.Index:
+    key = (index_dir, generation)
+    index = _indexes.get(key)
+    if index is None:
+        index = tantivy.Index.open(index_dir)
+        _indexes[key] = index
+        if len(_indexes) > _CACHE:
+            _indexes.popitem(last=False)
+    else:
+        _indexes.move_to_end(key)
+    index.reload()
+    return index
+
+
+def parse(index: tantivy.Index, query: str) -> tantivy.Query:
+    if query.strip() in ("", "*"):
+        return tantivy.Query.all_query()
+    return index.parse_query(query, DEFAULT_FIELDS)
+
+
+def _range(name: str, lo: int | None, hi: int | None, lo_in: bool, hi_in: bool) -> tantivy.Query:
+    return tantivy.Query.range_query(
+        schema(),
+        name,
+        tantivy.FieldType.Integer,
+        lo,
+        hi,
+        include_lower=lo_in or lo is None,
+        include_upper=hi_in or hi is None,
+    )
+
+
+def _all(*queries: tantivy.Query) -> tantivy.Query:
+    if len(queries) == 1:
+        return queries[0]
+    return tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in queries])
+
+
+def _any(*queries: tantivy.Query) -> tantivy.Query:
+    return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in queries])
+
+
+def base_query(
+    index: tantivy.Index,
+    query: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    min_offset: int | None,
+) -> tantivy.Query:
+    parts = [parse(index, query)]
+    if start_ms is not None or end_ms is not None:
+        parts.append(_range("timestamp", start_ms, end_ms, True, False))
+    if min_offset is not None:
+        parts.append(_range("offset", min_offset, None, True, True))
+    return _all(*parts)
+
+
+def _after(t: SegmentTask) -> tantivy.Query | None:
+    """Documents that come after the cursor in the order (sort field, partition, offset)."""
+    if t.after is None or t.sort_field is None:
+        return None
+    value, rank, off = t.after
+    desc = t.descending
+
+    def beyond(name: str, v: int, inclusive: bool) -> tantivy.Query:
+        return (
+            _range(name, None, v, True, inclusive)
+            if desc
+            else _range(name, v, None, inclusive, True)
+        )
+
+    earlier = t.rank < rank if desc else t.rank > rank
+    if t.sort_field == "offset":
+        # Key (offset, rank): the same offset in an index that sorts later is after.
+        return beyond("offset", off, earlier)
+    if t.rank != rank:
+        return beyond("timestamp", value, earlier)
+    return _any(
+        beyond("timestamp", value, False),
+        _all(_range("timestamp", value, value, True, True), beyond("offset", off, False)),
+    )
+
+
+def _hits(searcher: tantivy.Searcher, result: Any) -> list[tuple[float | int, int, int]]:
+    addrs = [a for _k, a in result.hits]
+    if not addrs:
+        return []
+    offsets = searcher.fast_field_values("offset", addrs)
+    stamps = searcher.fast_field_values("timestamp", addrs)
+    return [
+        (k, int(o or 0), int(ts or 0))
+        for (k, _a), o, ts in zip(result.hits, offsets, stamps, strict=True)
+    ]
+
+
+def _count(result: Any) -> int:
+    return int(result.count or 0)
+
+
+def search_segment(t: SegmentTask) -> SegmentResult:
+    try:
+        return _search(t)
+    except ValueError:
+        if t.min_offset is None:
+            raise
+        # An open segment is written by its worker meanwhile: it was sealed and removed, or
+        # a merge inside it removed files this reader had just listed. Try again.
+        _indexes.pop((t.index_dir, t.generation), None)
+        return SegmentResult(0, vanished=True)
+
+
+def _search(t: SegmentTask) -> SegmentResult:
+    index = _open(t.index_dir, t.generation)
+    searcher = index.searcher()
+    if searcher.num_docs == 0:
+        return SegmentResult(0)
+    base = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    after = _after(t)
+    q = base if after is None else _all(base, after)
+    limit = max(t.limit, 1)  # limit=0 panics inside Tantivy
+    if t.sort_field is None:
+        res = searcher.search(q, limit)
+        return SegmentResult(_count(res), hits=_hits(searcher, res))
+    order = tantivy.Order.Desc if t.descending else tantivy.Order.Asc
+    res = searcher.search(q, limit, order_by_field=t.sort_field, order=order)
+    total = _count(res if after is None else searcher.search(base, 1))
+    hits = _hits(searcher, res)
+    if t.sort_field == "timestamp":
+        if len(hits) == limit:
+            # Hits on the page's last timestamp may not be the first ones by offset.
+            last = hits[-1][2]
+            tie = _all(q, _range("timestamp", last, last, True, True))
+            group = searcher.search(tie, limit, order_by_field="offset", order=order)
+            hits = [h for h in hits if h[2] != last] + _hits(searcher, group)
+        sign = -1 if t.descending else 1
+        hits = [(ts, off, ts) for _k, off, ts in hits]
+        hits.sort(key=lambda h: (sign * h[2], sign * h[1]))
+        hits = hits[:limit]
+    return SegmentResult(total, hits=hits)
+
+
+def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
+    """The aggregation's result; None if the open segment changed under it (see
+    search_segment)."""
+    try:
+        return _aggregate(t)
+    except ValueError:
+        if t.min_offset is None:
+            raise
+        _indexes.pop((t.index_dir, t.generation), None)
+        return None
+
+
+def _aggregate(t: AggTask) -> dict[str, Any]:
+    index = _open(t.index_dir, t.generation)
+    searcher = index.searcher()
+    if searcher.num_docs == 0:
+        return {}
+    q = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    result: dict[str, Any] = searcher.aggregate(q, t.agg)
+    return result
+
+
+# `value:word` means the value's text, which lives in the `text` field.
+_VALUE_TEXT = re.compile(r"(?<![\w.])value:")
+_AND_NOT = re.compile(r"\bAND\s+NOT\s+")
+_LEADING_NOT = re.compile(r"(^|\()\s*NOT\s+")
+
+
+def rewrite_query(query: str) -> str:
+    """The user's query in the form Tantivy evaluates as meant. Tantivy turns `a AND NOT b`
+    into a required clause holding only an exclusion, which matches nothing, and refuses a
+    query that only excludes; `a AND -b` and `* -b` say the same and work."""
+    query = _VALUE_TEXT.sub("text:", query)
+    query = _AND_NOT.sub("AND -", query)
+    return _LEADING_NOT.sub(lambda m: m.group(1) + "* -", query)
+
+
+def check_query(query: str) -> None:
+    """Raise ValueError with the parser's messages (with positions) if `query` does not
+    parse."""
+    if query.strip() in ("", "*"):
+        return
+    global _checker
+    if _checker is None:
+        _checker = tantivy.Index(schema())
+    try:
+        _checker.parse_query(query, DEFAULT_FIELDS)
+    except ValueError as exc:
+        # The lenient parser says where each error is; the strict one does not.
+        _q, errors = _checker.parse_query_lenient(query, DEFAULT_FIELDS)
+        raise ValueError("; ".join(str(e) for e in errors) or str(exc)) from None
+
+
+_checker: tantivy.Index | None = None
