@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ..storage.store import Storage
-from . import health, metrics, topics
+from . import health, metrics, search, topics
 
 
 def create_app(storage: Storage) -> FastAPI:
@@ -18,5 +18,6 @@ def create_app(storage: Storage) -> FastAPI:
     app.state.ready = False
     app.include_router(health.router)
     app.include_router(topics.router)
+    app.include_router(search.router)
     app.include_router(metrics.router)
     return app
