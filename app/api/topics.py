@@ -1,23 +1,64 @@
-"""Topics and their partitions' offsets."""
+"""Topics, their partitions' offsets, what each storage layer holds, and their configs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 router = APIRouter(tags=["topics"])
+
+
+class LayerStats(BaseModel):
+    records: int
+    bytes: int
 
 
 class PartitionInfo(BaseModel):
     partition: int
     log_start_offset: int = Field(description="first offset still stored")
     log_end_offset: int = Field(description="offset the next record will get (high watermark)")
+    indexed_offset: int | None = Field(
+        default=None, description="every record below this is searchable; null without indexing"
+    )
+    layers: dict[str, LayerStats] = Field(
+        default_factory=dict,
+        description="memory (tail cache), wal (local log) and segments (sealed search "
+        "segments); memory and wal overlap",
+    )
 
 
 class TopicInfo(BaseModel):
     name: str
     topic_id: str
     partitions: list[PartitionInfo]
+    configs: dict[str, str] = Field(default_factory=dict, description="topic config overrides")
+
+
+def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
+    indexer = storage.indexer
+    seg: dict[int, tuple[int, int]] = {}
+    for r in storage.registry.segments(name):
+        n, b = seg.get(r.partition, (0, 0))
+        seg[r.partition] = (n + r.records, b + r.size)
+    parts = []
+    for plog in storage.logs(name):
+        layers = {k: LayerStats(records=n, bytes=b) for k, (n, b) in plog.layer_stats().items()}
+        n, b = seg.get(plog.partition, (0, 0))
+        layers["segments"] = LayerStats(records=n, bytes=b)
+        progress = indexer.progress.get((name, plog.partition)) if indexer is not None else None
+        parts.append(
+            PartitionInfo(
+                partition=plog.partition,
+                log_start_offset=plog.log_start_offset,
+                log_end_offset=plog.high_watermark,
+                indexed_offset=progress.indexed if progress is not None else None,
+                layers=layers,
+            )
+        )
+    configs = dict(meta.configs)
+    return TopicInfo(name=name, topic_id=str(meta.topic_id), partitions=parts, configs=configs)
 
 
 @router.get(
@@ -25,15 +66,18 @@ class TopicInfo(BaseModel):
 )
 async def list_topics(request: Request) -> list[TopicInfo]:
     storage = request.app.state.storage
-    out: list[TopicInfo] = []
-    for name, meta in sorted(storage.metadata.topics().items()):
-        parts = [
-            PartitionInfo(
-                partition=plog.partition,
-                log_start_offset=plog.log_start_offset,
-                log_end_offset=plog.high_watermark,
-            )
-            for plog in storage.logs(name)
-        ]
-        out.append(TopicInfo(name=name, topic_id=str(meta.topic_id), partitions=parts))
-    return out
+    return [_topic(storage, n, m) for n, m in sorted(storage.metadata.topics().items())]
+
+
+@router.get(
+    "/topics/{topic}",
+    summary="One topic: offsets, indexed offset and bytes per storage layer, configs",
+    response_model=TopicInfo,
+    responses={404: {"description": "unknown topic"}},
+)
+async def get_topic(request: Request, topic: str) -> TopicInfo:
+    storage = request.app.state.storage
+    meta = storage.metadata.get(topic)
+    if meta is None:
+        raise HTTPException(404, detail=f"unknown topic {topic!r}")
+    return _topic(storage, topic, meta)

@@ -77,6 +77,7 @@ class Indexer:
         self._ctx = multiprocessing.get_context("spawn")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.errors = 0
 
     def worker_for(self, topic: str, partition: int) -> int:
         # A topic's partitions go round-robin from a per-topic start, so they spread evenly.
@@ -135,6 +136,7 @@ class Indexer:
                 p.samples.popleft()
         metrics.INDEXER_RECORDS.inc(body["records"])
         metrics.INDEXER_ERRORS.inc(body["errors"])
+        self.errors += body["errors"]
         for s in body["commit_seconds"]:
             metrics.INDEXER_COMMIT_SECONDS.observe(s)
         if body["sealed"] and self.on_sealed is not None:
@@ -223,6 +225,7 @@ class Indexer:
         w.restarts += 1
         metrics.INDEXER_RESTARTS.inc()
         metrics.INDEXER_ERRORS.inc()
+        self.errors += 1
         self._spawn(w)
 
     async def stop(self, timeout: float = 15.0) -> None:
@@ -263,6 +266,10 @@ class Indexer:
                 }
             )
         return workers
+
+    def max_lag_seconds(self) -> float:
+        now = time.monotonic()
+        return max((p.lag_seconds(now) for p in self.progress.values()), default=0.0)
 
     def records_per_second(self, key: tuple[str, int]) -> float:
         p = self.progress.get(key)

@@ -130,6 +130,14 @@ class PartitionLog:
     def wal(self) -> Wal:
         return self._wal
 
+    def layer_stats(self) -> dict[str, tuple[int, int]]:
+        """(records, bytes) the memory tail and the WAL hold (they overlap: the memory
+        tail caches the WAL's newest batches)."""
+        first = self._tail.first_offset
+        memory = (self.high_watermark - first, self._tail.bytes) if first is not None else (0, 0)
+        wal = (max(self.high_watermark - self.wal_start_offset, 0), self.size_bytes())
+        return {"memory": memory, "wal": wal}
+
     @property
     def wal_start_offset(self) -> int:
         """The first offset still in the local WAL; older ones are only in search segments."""

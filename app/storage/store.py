@@ -113,6 +113,8 @@ class Storage:
                 on_sealed=self.tiering.kick,
             )
         self._tier_task: asyncio.Task[None] | None = None
+        if self.indexer is not None:
+            metrics.SEARCH_FRESHNESS.set_function(self.indexer.max_lag_seconds)
 
     def _log_dir(self, topic: str, partition: int) -> Path:
         return self.logs_dir / f"{topic}-{partition}"
@@ -127,6 +129,9 @@ class Storage:
             self.memtail,
             self.tiering.first_base(topic, partition),
         )
+
+    def partition_logs(self) -> dict[tuple[str, int], PartitionLog]:
+        return dict(self._logs)
 
     def partition_states(self) -> dict[tuple[str, int], tuple[int, int]]:
         """(high watermark, log start) of every partition, for the indexer."""

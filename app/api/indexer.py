@@ -1,0 +1,77 @@
+"""GET /indexer: indexing progress per partition and the worker processes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from .search import iso
+
+router = APIRouter(tags=["indexer"])
+
+
+class PartitionIndexing(BaseModel):
+    topic: str
+    partition: int
+    indexed_offset: int = Field(description="every record below this offset is searchable")
+    high_watermark: int
+    lag_records: int
+    lag_seconds: float = Field(description="age of the oldest record not yet searchable")
+    records_per_second: float = Field(description="indexing rate over the last minute")
+    last_commit: str | None = Field(description="time of the last index commit, RFC 3339")
+    open_segment_base: int
+
+
+class WorkerStatus(BaseModel):
+    worker: int
+    pid: int | None
+    alive: bool
+    restarts: int
+    partitions: int
+    uptime_s: float
+
+
+class IndexerResponse(BaseModel):
+    enabled: bool = Field(description="false when CHRONIK_INDEX_WORKERS is 0")
+    errors: int = Field(description="records or batches indexed as text or skipped, and failures")
+    workers: list[WorkerStatus]
+    partitions: list[PartitionIndexing]
+
+
+@router.get(
+    "/indexer",
+    summary="Indexing progress, lag and rate per partition, and the worker processes",
+    response_model=IndexerResponse,
+)
+async def indexer_status(request: Request) -> IndexerResponse:
+    storage = request.app.state.storage
+    indexer = storage.indexer
+    if indexer is None:
+        return IndexerResponse(enabled=False, errors=0, workers=[], partitions=[])
+    now = time.monotonic()
+    parts = []
+    for (topic, partition), plog in sorted(storage.partition_logs().items()):
+        p = indexer.progress.get((topic, partition))
+        hw = plog.high_watermark
+        indexed = p.indexed if p is not None else 0
+        parts.append(
+            PartitionIndexing(
+                topic=topic,
+                partition=partition,
+                indexed_offset=indexed,
+                high_watermark=hw,
+                lag_records=max(hw - indexed, 0),
+                lag_seconds=round(p.lag_seconds(now), 3) if p is not None else 0.0,
+                records_per_second=round(indexer.records_per_second((topic, partition)), 1),
+                last_commit=iso(p.last_commit_ms) if p is not None and p.last_commit_ms else None,
+                open_segment_base=p.open_base if p is not None else 0,
+            )
+        )
+    return IndexerResponse(
+        enabled=True,
+        errors=indexer.errors,
+        workers=[WorkerStatus(**w) for w in indexer.status()],
+        partitions=parts,
+    )
