@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from app.storage import metrics
 from app.storage.errors import UnknownTopic
 from app.storage.records import Record
 from app.storage.search import Hit, SearchTimeout
@@ -258,6 +259,7 @@ async def search(
         raise HTTPException(404, detail=f"unknown topic {exc}") from None
     except SearchTimeout as exc:
         raise HTTPException(504, detail=str(exc)) from None
+    metrics.SEARCH_SECONDS.labels("search").observe(time.perf_counter() - started)
     terms = _terms(f.q) if highlight else None
     hits = [render(h, sort == "relevance", terms) for h in result.hits]
     next_cursor = None
@@ -338,6 +340,7 @@ async def histogram(
             raise _bad("interval", f"more than {MAX_BUCKETS} buckets; use a wider interval")
         for key in range(first, last + 1, width):
             buckets.append(Bucket(start=iso(key), start_ms=key, count=counts.get(key, 0)))
+    metrics.SEARCH_SECONDS.labels("histogram").observe(time.perf_counter() - started)
     return HistogramResponse(
         total=sum(counts.values()),
         interval_ms=width,
@@ -383,6 +386,7 @@ async def terms(
             counts[b["key"]] = counts.get(b["key"], 0) + int(b["doc_count"])
     top = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     other += sum(n for _k, n in top[size:])
+    metrics.SEARCH_SECONDS.labels("terms").observe(time.perf_counter() - started)
     return TermsResponse(
         field=field,
         total=total,

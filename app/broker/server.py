@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from typing import Any
 
+from . import metrics
 from .broker import Broker
 from .errors import UNSUPPORTED_VERSION
 from .handlers.api_versions import unsupported_version_response
@@ -136,6 +138,9 @@ class KafkaConnection(asyncio.Protocol):
                     self.peer,
                     "; closing" if slot.close_after else "",
                 )
+            metrics.REQUESTS.labels(
+                metrics.api_name(api_key), str(version), "UNSUPPORTED_VERSION"
+            ).inc()
             self.pending.append(slot)
             self._flush()
             return
@@ -153,11 +158,15 @@ class KafkaConnection(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, slot: _Slot, req: Request) -> None:
+        started = time.perf_counter()
+        api = metrics.api_name(req.header.api_key)
+        error = "none"
         try:
             slot.frame = await self.broker.handle(req)
         except asyncio.CancelledError:
             raise
         except Exception:
+            error = "failed"
             log.exception(
                 "request api_key=%d version=%d failed; closing connection from %s",
                 req.header.api_key,
@@ -165,6 +174,8 @@ class KafkaConnection(asyncio.Protocol):
                 self.peer,
             )
             slot.close_after = True
+        metrics.REQUESTS.labels(api, str(req.header.api_version), error).inc()
+        metrics.REQUEST_SECONDS.labels(api).observe(time.perf_counter() - started)
         slot.done = True
         self._flush()
 

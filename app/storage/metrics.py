@@ -44,6 +44,20 @@ OBJECTSTORE_SECONDS = Histogram(
 FETCH_BYTES = Counter("chronik_fetch_bytes", "Bytes served to Kafka fetches", ["layer"])
 WAL_BYTES = Gauge("chronik_wal_bytes", "Bytes in local WAL segments", ["topic", "partition"])
 
+SEARCH_SECONDS = Histogram(
+    "chronik_search_seconds",
+    "Time to answer a search request",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SEARCH_SEGMENTS_OPENED = Counter(
+    "chronik_search_segments_opened", "Segment indexes searched (sealed and open)"
+)
+SEARCH_FRESHNESS = Gauge(
+    "chronik_search_freshness_seconds",
+    "Age of the oldest acknowledged record that search does not find yet (all partitions)",
+)
+
 FETCH_MEMORY = FETCH_BYTES.labels("memory")
 FETCH_WAL = FETCH_BYTES.labels("wal")
 FETCH_SEGMENT_CACHE = FETCH_BYTES.labels("segment_cache")

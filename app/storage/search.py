@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.storage import search_exec
+from app.storage import metrics, search_exec
 from app.storage.errors import StorageError, UnknownTopic
 from app.storage.indexer_worker import open_index_dir
 from app.storage.records import Record, iter_records
@@ -199,6 +199,10 @@ class SearchEngine:
             await asyncio.sleep(0.01)
         raise SearchTimeout("the indexer kept sealing the segments being searched")
 
+    @staticmethod
+    def _count(done: list[tuple[IndexRef, Any, Any]]) -> None:
+        metrics.SEARCH_SEGMENTS_OPENED.inc(len(done))
+
     async def search(
         self,
         topics: Sequence[str],
@@ -231,6 +235,7 @@ class SearchEngine:
         done = await self._execute(
             search_exec.search_segment, task, topics, partitions, start_ms, end_ms
         )
+        self._count(done)
         total = sum(res.total for _r, _t, res in done)
         merged = [
             Hit(ref.topic, ref.partition, h[1], h[2], h[0], t.rank)
@@ -266,6 +271,7 @@ class SearchEngine:
         done = await self._execute(
             search_exec.aggregate_segment, task, topics, partitions, start_ms, end_ms
         )
+        self._count(done)
         return [res for _r, _t, res in done]
 
     async def _attach_records(self, hits: list[Hit]) -> None:

@@ -351,3 +351,65 @@ def test_bad_input_gets_a_clear_error(
     other = _get(srv, "/search", topic=topic, limit=1).json()["next_cursor"]
     r = _get(srv, "/search", topic=topic, q="timeout", cursor=other)
     assert r.status_code == 422 and "cursor" in r.text
+
+
+def test_metrics_parse_and_name_every_metric(
+    corpus_server: tuple[Server, str, list[Doc]],
+) -> None:
+    from tests.integration.clients import consume_confluent
+    from tests.integration.layered import metrics
+    from tests.integration.test_layered_storage import STORAGE_METRICS
+
+    srv, topic, _docs = corpus_server
+    assert consume_confluent(srv.bootstrap, topic, 10, partition=1)
+    _get(srv, "/search", topic=topic, limit=1)
+    _get(srv, "/search/histogram", topic=topic)
+    _get(srv, "/search/terms", topic=topic, field="key")
+    names = {name for name, _labels in metrics(srv)}
+    wanted = STORAGE_METRICS | {
+        "chronik_kafka_requests_total",
+        "chronik_kafka_request_seconds_bucket",
+        "chronik_produce_records_total",
+        "chronik_produce_bytes_total",
+        "chronik_fetch_records_total",
+        "chronik_http_requests_total",
+        "chronik_search_seconds_bucket",
+        "chronik_search_segments_opened_total",
+        "chronik_search_freshness_seconds",
+    }
+    assert names >= wanted, wanted - names
+    samples = metrics(srv)
+    assert samples[("chronik_produce_records_total", (("topic", topic),))] >= PARTITIONS * 1200
+    assert samples[("chronik_fetch_records_total", (("topic", topic),))] >= 10
+    assert samples[("chronik_http_requests_total", (("route", "/search"), ("status", "200")))] > 0
+    assert any(
+        n == "chronik_kafka_requests_total" and dict(labels)["api"] == "Produce"
+        for n, labels in samples
+    )
+
+
+def test_segments_and_indexer_endpoints(corpus_server: tuple[Server, str, list[Doc]]) -> None:
+    srv, topic, _docs = corpus_server
+    body = _get(srv, "/segments", topic=topic).json()
+    segs = body["segments"]
+    assert {s["state"] for s in segs} >= {"open"} and {s["state"] for s in segs} & {
+        "local",
+        "uploaded",
+    }
+    for p in range(PARTITIONS):
+        mine = sorted((s for s in segs if s["partition"] == p), key=lambda s: s["base_offset"])
+        assert mine[0]["base_offset"] == 0
+        assert all(a["last_offset"] + 1 == b["base_offset"] for a, b in itertools.pairwise(mine))
+    assert body["topics"][topic]["records"] == sum(s["records"] for s in segs)
+    assert body["total"]["segments"] >= len(segs)
+    only = _get(srv, "/segments", topic=topic, partition=1).json()["segments"]
+    assert only and {s["partition"] for s in only} == {1}
+    assert _get(srv, "/segments", topic="no-such-topic").status_code == 404
+
+    status = _get(srv, "/indexer").json()
+    assert status["enabled"] and status["workers"] and all(w["alive"] for w in status["workers"])
+    parts = [p for p in status["partitions"] if p["topic"] == topic]
+    assert len(parts) == PARTITIONS
+    for p in parts:
+        assert p["indexed_offset"] == p["high_watermark"] and p["lag_records"] == 0
+        assert p["last_commit"] is not None

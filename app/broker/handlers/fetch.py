@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...storage import errors as se
+from .. import metrics
 from ..errors import (
     FETCH_SESSION_ID_NOT_FOUND,
     NONE,
@@ -106,6 +107,8 @@ async def _read(broker: Broker, wanted: list[_Wanted], max_bytes: int) -> tuple[
             # Only the first non-empty partition may exceed the limits (KIP-74).
             batches, size = [], 0
         res.records = batches
+        if batches:
+            metrics.FETCH_RECORDS.labels(plog.topic).inc(metrics.count_records(batches))
         total += size
     return total, errored
 

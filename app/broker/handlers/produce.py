@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...storage import errors as se
 from ...storage.batch import validate_batches
+from .. import metrics
 from ..errors import (
     CORRUPT_MESSAGE,
     INVALID_REQUIRED_ACKS,
@@ -68,6 +69,8 @@ def _append(
         result.error_message = str(exc)
         result.log_start_offset = plog.log_start_offset
         return result
+    metrics.PRODUCE_RECORDS.labels(plog.topic).inc(sum(h.records_count for _p, _s, h in batches))
+    metrics.PRODUCE_BYTES.labels(plog.topic).inc(len(records))
     result.base_offset = appended.base_offset
     result.log_append_time_ms = appended.log_append_time_ms
     result.log_start_offset = appended.log_start_offset
