@@ -413,3 +413,23 @@ def test_segments_and_indexer_endpoints(corpus_server: tuple[Server, str, list[D
     for p in parts:
         assert p["indexed_offset"] == p["high_watermark"] and p["lag_records"] == 0
         assert p["last_commit"] is not None
+
+
+def test_several_topics_in_one_search(corpus_server: tuple[Server, str, list[Doc]]) -> None:
+    srv, topic, docs = corpus_server
+    other = unique_topic("other")
+    create_topic(srv, other, partitions=2)
+    extra = [
+        Msg(b"k", json.dumps({"level": "error", "n": i}).encode(), (), BASE_TS + i * 1000)
+        for i in range(120)
+    ]
+    for p in range(2):
+        produce_confluent(srv.bootstrap, other, extra[p::2], partition=p)
+    wait_until(lambda: all_indexed(srv, other, {0: 60, 1: 60}), 30, "indexing")
+    mine = {(topic, d.partition, d.offset) for d in docs if QUERIES["value.level:error"](d)}
+    total, hits = _walk(srv, f"{topic},{other}", limit=97, q="value.level:error")
+    got = [(h["topic"], h["partition"], h["offset"]) for h in hits]
+    assert total == len(mine) + 120 == len(got) == len(set(got))
+    assert {g for g in got if g[0] == topic} == mine
+    stamps = [h["timestamp_ms"] for h in hits]
+    assert stamps == sorted(stamps, reverse=True)
