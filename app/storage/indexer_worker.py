@@ -336,6 +336,12 @@ class PartitionIndexer:
             out.unlink(missing_ok=True)
             raise PartitionGone(self.topic, self.partition)
         self.sealed += 1
+        # The sealed segment's first search needs its Tantivy files as a directory: these
+        # are they, so move them there instead of extracting a copy later.
+        with contextlib.suppress(OSError):
+            dest = self.cfg.data_dir / "search" / base_key
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.index_dir, dest)
         self._reset_open(nxt)
 
     def _reset_open(self, base: int) -> None:
