@@ -10,13 +10,14 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from app.storage import metrics
-from app.storage.errors import UnknownTopic
+from app.storage.errors import StorageError, UnknownTopic
 from app.storage.records import Record
 from app.storage.search import Hit, SearchTimeout
 from app.storage.search_exec import check_query, rewrite_query
@@ -59,6 +60,7 @@ _NICE = [
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "the query does not parse (message and position)"},
     404: {"model": Problem, "description": "unknown topic"},
+    503: {"model": Problem, "description": "a segment is only in an unreachable object store"},
     504: {"model": Problem, "description": "the search took longer than the search timeout"},
 }
 
@@ -66,7 +68,9 @@ Sort = Literal["-timestamp", "timestamp", "offset", "-offset", "relevance"]
 
 
 def _bad(param: str, message: str) -> HTTPException:
-    return HTTPException(422, detail=f"{param}: {message}")
+    # The shape of FastAPI's own 422s (HTTPValidationError), which the spec documents.
+    error = {"loc": ["query", param], "msg": f"{param}: {message}", "type": "value_error"}
+    return HTTPException(422, detail=[error])
 
 
 def parse_time(param: str, value: str | None) -> int | None:
@@ -146,6 +150,19 @@ def filters(
 
 
 FiltersDep = Annotated[Filters, Depends(filters)]
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except UnknownTopic as exc:
+        raise HTTPException(404, detail=f"unknown topic {exc}") from None
+    except SearchTimeout as exc:
+        raise HTTPException(504, detail=str(exc)) from None
+    except StorageError as exc:
+        # The object store is unreachable for a segment not in the local cache.
+        raise HTTPException(503, detail=f"storage unavailable: {exc}") from None
 
 
 def _cursor(f: Filters, sort: str, hit: Hit) -> str:
@@ -242,7 +259,7 @@ async def search(
     after = _after(f, sort, cursor) if cursor else None
     sort_field = None if sort == "relevance" else sort.lstrip("-")
     storage = request.app.state.storage
-    try:
+    with storage_errors():
         result = await storage.search.search(
             f.topics,
             f.q,
@@ -255,10 +272,6 @@ async def search(
             limit=limit,
             skip=offset,
         )
-    except UnknownTopic as exc:
-        raise HTTPException(404, detail=f"unknown topic {exc}") from None
-    except SearchTimeout as exc:
-        raise HTTPException(504, detail=str(exc)) from None
     metrics.SEARCH_SECONDS.labels("search").observe(time.perf_counter() - started)
     terms = _terms(f.q) if highlight else None
     hits = [render(h, sort == "relevance", terms) for h in result.hits]
@@ -282,14 +295,10 @@ def parse_interval(value: str) -> int:
 
 
 async def _aggregate(request: Request, f: Filters, agg: dict[str, Any]) -> list[dict[str, Any]]:
-    try:
+    with storage_errors():
         results = await request.app.state.storage.search.aggregate(
             f.topics, f.q, agg, partitions=f.partitions, start_ms=f.start_ms, end_ms=f.end_ms
         )
-    except UnknownTopic as exc:
-        raise HTTPException(404, detail=f"unknown topic {exc}") from None
-    except SearchTimeout as exc:
-        raise HTTPException(504, detail=str(exc)) from None
     return [r for r in results if r]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from app.storage import metrics, search_exec
 from app.storage.errors import StorageError, UnknownTopic
 from app.storage.indexer_worker import open_index_dir
+from app.storage.objectstore import ObjectNotFound
 from app.storage.records import Record, iter_records
 from app.storage.registry import Registry, SegmentRow
 from app.storage.search_exec import AggTask, SegmentTask
@@ -177,21 +178,33 @@ class SearchEngine:
         again from that segment's base, and only its new indexes are searched."""
         lo = start_ms if start_ms is not None else -(2**63)
         hi = end_ms if end_ms is not None else 2**63 - 1
-        pending = [(t, p, 0) for t in topics for p in self._partitions(t, partitions)]
+        everything = [(t, p, 0) for t in topics for p in self._partitions(t, partitions)]
+        pending = everything
         done: list[tuple[IndexRef, Any, Any]] = []
         for _attempt in range(_REPLANS):
             refs: list[IndexRef] = []
-            for topic, p, from_offset in pending:
-                rows, open_ref = self._plan_partition(topic, p, from_offset, lo, hi)
-                refs += [await self._local_index(r) for r in rows]
-                if open_ref is not None:
-                    refs.append(open_ref)
+            try:
+                for topic, p, from_offset in pending:
+                    rows, open_ref = self._plan_partition(topic, p, from_offset, lo, hi)
+                    refs += [await self._local_index(r) for r in rows]
+                    if open_ref is not None:
+                        refs.append(open_ref)
+            except (ObjectNotFound, FileNotFoundError):
+                # A planned segment was deleted (merge, retention) before it was fetched.
+                pending, done = everything, []
+                await asyncio.sleep(0.01)
+                continue
             tasks = [make_task(r) for r in refs]
             results = await self._run(fn, tasks)
             pending = []
             for ref, task, res in zip(refs, tasks, results, strict=True):
                 if res is None or getattr(res, "vanished", False):
-                    pending.append((ref.topic, ref.partition, ref.min_offset or 0))
+                    if ref.min_offset is None:
+                        # A sealed segment merged away or deleted: its records may be in
+                        # a segment that overlaps others already searched. Start over.
+                        pending, done = everything, []
+                        break
+                    pending.append((ref.topic, ref.partition, ref.min_offset))
                 else:
                     done.append((ref, task, res))
             if not pending:

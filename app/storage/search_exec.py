@@ -173,10 +173,9 @@ def search_segment(t: SegmentTask) -> SegmentResult:
     try:
         return _search(t)
     except ValueError:
-        if t.min_offset is None:
-            raise
         # An open segment is written by its worker meanwhile: it was sealed and removed, or
-        # a merge inside it removed files this reader had just listed. Try again.
+        # a merge inside it removed files this reader had just listed. A sealed one was
+        # merged away or deleted by retention since the search was planned. Plan again.
         _indexes.pop((t.index_dir, t.generation), None)
         return SegmentResult(0, vanished=True)
 
@@ -217,8 +216,6 @@ def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
     try:
         return _aggregate(t)
     except ValueError:
-        if t.min_offset is None:
-            raise
         _indexes.pop((t.index_dir, t.generation), None)
         return None
 
