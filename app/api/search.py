@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
 from app.storage.records import Record
-from app.storage.search import Hit, SearchTimeout
+from app.storage.search import Hit, SearchFailed, SearchTimeout
 from app.storage.search_exec import check_query, rewrite_query
 
 from .search_models import (
@@ -78,6 +78,8 @@ def parse_time(param: str, value: str | None) -> int | None:
     if value is None or value == "":
         return None
     if re.fullmatch(r"-?\d+", value):
+        if not -(2**63) <= int(value) < 2**63:  # timestamps are 64-bit
+            raise _bad(param, f"{value!r} is out of range")
         return int(value)
     try:
         dt = datetime.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -160,6 +162,8 @@ def storage_errors() -> Iterator[None]:
         raise HTTPException(404, detail=f"unknown topic {exc}") from None
     except SearchTimeout as exc:
         raise HTTPException(504, detail=str(exc)) from None
+    except SearchFailed as exc:
+        raise HTTPException(400, detail=f"q: the query cannot be run: {exc}") from None
     except StorageError as exc:
         # The object store is unreachable for a segment not in the local cache.
         raise HTTPException(503, detail=f"storage unavailable: {exc}") from None
@@ -176,7 +180,9 @@ def _after(f: Filters, sort: str, cursor: str) -> tuple[int, int, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         fp, value, rank_, offset = json.loads(raw)
         after = (int(value), int(rank_), int(offset))
-    except (ValueError, TypeError):
+        if not all(-(2**63) <= v < 2**63 for v in after):
+            raise ValueError("out of range")
+    except (ValueError, TypeError, OverflowError):
         raise _bad("cursor", "not a cursor returned by this endpoint") from None
     if fp != f.fingerprint(sort):
         raise _bad("cursor", "belongs to a search with other parameters")
@@ -291,7 +297,10 @@ def parse_interval(value: str) -> int:
     m = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", value.strip())
     if not m or int(m.group(1)) <= 0:
         raise _bad("interval", f"{value!r} is not like 500ms, 1s, 5m, 1h, 1d")
-    return int(m.group(1)) * _UNITS[m.group(2) or "ms"]
+    width = int(m.group(1)) * _UNITS[m.group(2) or "ms"]
+    if width >= 2**63:
+        raise _bad("interval", f"{value!r} is out of range")
+    return width
 
 
 async def _aggregate(request: Request, f: Filters, agg: dict[str, Any]) -> list[dict[str, Any]]:

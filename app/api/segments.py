@@ -83,7 +83,9 @@ def _ts(ms: int | None) -> str | None:
 async def list_segments(
     request: Request,
     topic: Annotated[str | None, Query(description="only this topic")] = None,
-    partition: Annotated[int | None, Query(ge=0, description="only this partition")] = None,
+    partition: Annotated[
+        int | None, Query(ge=0, le=2**31 - 1, description="only this partition")
+    ] = None,
 ) -> SegmentsResponse:
     storage = request.app.state.storage
     if topic is not None and storage.metadata.get(topic) is None:
