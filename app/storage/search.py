@@ -41,6 +41,10 @@ class SearchTimeout(StorageError):
     pass
 
 
+class SearchFailed(StorageError):
+    """Tantivy could not run the query (it panicked on it)."""
+
+
 @dataclass(frozen=True)
 class IndexRef:
     """One index to search: a sealed segment's extracted Tantivy files or an open segment."""
@@ -198,6 +202,11 @@ class SearchEngine:
             results = await self._run(fn, tasks)
             pending = []
             for ref, task, res in zip(refs, tasks, results, strict=True):
+                error = (
+                    res.get("__error__") if isinstance(res, dict) else getattr(res, "error", None)
+                )
+                if error:
+                    raise SearchFailed(error)
                 if res is None or getattr(res, "vanished", False):
                     if ref.min_offset is None:
                         # A sealed segment merged away or deleted: its records may be in

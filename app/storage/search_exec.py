@@ -8,6 +8,7 @@ last timestamp of a page are fetched again ordered by offset."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import tantivy
 from app.storage.docs import build_schema
 
 DEFAULT_FIELDS = ["key", "text"]
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+\.?\d*(?:[eE][-+]?\d+)?)(?![\w.])")
 _CACHE = 64
 
 _indexes: OrderedDict[tuple[str, int], tantivy.Index] = OrderedDict()
@@ -48,6 +50,8 @@ class SegmentResult:
     total: int
     # An open segment sealed and reset while it was opened: the search plans again.
     vanished: bool = False
+    # Tantivy panicked on this query (a panic cannot cross the process boundary).
+    error: str | None = None
     # (sort value or score, offset, timestamp)
     hits: list[tuple[float | int, int, int]] = field(default_factory=list)
 
@@ -172,12 +176,18 @@ def _count(result: Any) -> int:
 def search_segment(t: SegmentTask) -> SegmentResult:
     try:
         return _search(t)
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except ValueError:
         # An open segment is written by its worker meanwhile: it was sealed and removed, or
         # a merge inside it removed files this reader had just listed. A sealed one was
         # merged away or deleted by retention since the search was planned. Plan again.
         _indexes.pop((t.index_dir, t.generation), None)
         return SegmentResult(0, vanished=True)
+    except BaseException as exc:
+        # pyo3 raises a Rust panic as PanicException, a BaseException that cannot be sent
+        # back across the process boundary: report it as text.
+        return SegmentResult(0, error=f"{type(exc).__name__}: {exc}")
 
 
 def _search(t: SegmentTask) -> SegmentResult:
@@ -215,9 +225,13 @@ def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
     search_segment)."""
     try:
         return _aggregate(t)
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except ValueError:
         _indexes.pop((t.index_dir, t.generation), None)
         return None
+    except BaseException as exc:
+        return {"__error__": f"{type(exc).__name__}: {exc}"}
 
 
 def _aggregate(t: AggTask) -> dict[str, Any]:
@@ -250,6 +264,10 @@ def check_query(query: str) -> None:
     parse."""
     if query.strip() in ("", "*"):
         return
+    for m in _NUMBER.finditer(query):
+        value = float(m.group(0))
+        if not math.isfinite(value) or abs(value) >= 2**63:
+            raise ValueError(f"number {m.group(0)} at position {m.start()} is out of range")
     global _checker
     if _checker is None:
         _checker = tantivy.Index(schema())

@@ -332,6 +332,8 @@ def test_fresh_records_are_searchable_within_two_seconds(
     [
         ({"q": "value.level:(error"}, 400, "position"),
         ({"q": "nosuchfield:x"}, 400, "nosuchfield"),
+        # Tantivy panics on a range bound beyond 64 bits: refused before it gets there.
+        ({"q": "value.status:[0 TO 9223372036854775808]"}, 400, "out of range"),
         ({"start": "yesterday"}, 422, "start"),
         ({"end": "2026-13-45"}, 422, "end"),
         ({"limit": 0}, 422, "limit"),
