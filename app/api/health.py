@@ -11,6 +11,8 @@ router = APIRouter(tags=["health"])
 class Status(BaseModel):
     status: str
 
+    model_config = {"json_schema_extra": {"examples": [{"status": "ready"}]}}
+
 
 @router.get("/healthz", summary="Liveness: the process serves HTTP", response_model=Status)
 async def healthz() -> Status:

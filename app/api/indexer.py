@@ -39,6 +39,40 @@ class IndexerResponse(BaseModel):
     workers: list[WorkerStatus]
     partitions: list[PartitionIndexing]
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "enabled": True,
+                    "errors": 0,
+                    "workers": [
+                        {
+                            "worker": 0,
+                            "pid": 4242,
+                            "alive": True,
+                            "restarts": 0,
+                            "partitions": 3,
+                            "uptime_s": 3600.0,
+                        }
+                    ],
+                    "partitions": [
+                        {
+                            "topic": "logs",
+                            "partition": 0,
+                            "indexed_offset": 1042,
+                            "high_watermark": 1050,
+                            "lag_records": 8,
+                            "lag_seconds": 0.21,
+                            "records_per_second": 9871.5,
+                            "last_commit": "2026-12-01T10:00:00.000Z",
+                            "open_segment_base": 1000,
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
 
 @router.get(
     "/indexer",

@@ -35,6 +35,31 @@ class TopicInfo(BaseModel):
     partitions: list[PartitionInfo]
     configs: dict[str, str] = Field(default_factory=dict, description="topic config overrides")
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "name": "logs",
+                    "topic_id": "6fae8272-437e-456e-affa-5bcd19db1bbe",
+                    "partitions": [
+                        {
+                            "partition": 0,
+                            "log_start_offset": 0,
+                            "log_end_offset": 3000,
+                            "indexed_offset": 3000,
+                            "layers": {
+                                "memory": {"records": 3000, "bytes": 91474},
+                                "wal": {"records": 3000, "bytes": 91474},
+                                "segments": {"records": 3000, "bytes": 403891},
+                            },
+                        }
+                    ],
+                    "configs": {"retention.ms": "604800000"},
+                }
+            ]
+        }
+    }
+
 
 def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
     indexer = storage.indexer
