@@ -179,6 +179,22 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
 
 
+def queue_all(p: confluent_kafka.Producer, topic: str, msgs: list[dict[str, Any]]) -> None:
+    """produce_batch() until every message is queued: those refused (queue full) carry
+    "_error" and are sent again after a poll."""
+    while msgs:
+        try:
+            queued = p.produce_batch(topic, msgs)
+        except BufferError:
+            queued = 0
+        if queued >= len(msgs):
+            return
+        msgs = [m for m in msgs if "_error" in m]
+        for m in msgs:
+            del m["_error"]
+        p.poll(0.005)
+
+
 def bench_produce(bootstrap: str, topic: str, n: int, size: int, partitions: int) -> None:
     """Saturating produce with the client's batch API.
 
@@ -227,18 +243,7 @@ def bench_produce(bootstrap: str, topic: str, n: int, size: int, partitions: int
             msgs.append({"key": key, "value": key + filler[8:], "partition": i % partitions})
         for j in range(0, len(msgs), 100):
             msgs[j]["callback"] = sampled(sent)
-        while msgs:
-            try:
-                queued = p.produce_batch(topic, msgs)
-            except BufferError:
-                queued = 0
-            if queued < len(msgs):
-                msgs = [m for m in msgs if "_error" in m]
-                for m in msgs:
-                    del m["_error"]
-                p.poll(0.005)
-            else:
-                msgs = []
+        queue_all(p, topic, msgs)
         p.poll(0)
     left = p.flush(300)
     elapsed = clock() - t0

@@ -49,7 +49,15 @@ import confluent_kafka
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broker_bench import RssSampler, ServerProcess, create_topic, emit, pct, watermarks
+from broker_bench import (
+    RssSampler,
+    ServerProcess,
+    create_topic,
+    emit,
+    pct,
+    queue_all,
+    watermarks,
+)
 
 MIB = 1024 * 1024
 LAYERS = ("memory", "wal", "segment_cache", "object_store")
@@ -194,18 +202,7 @@ class Bench:
                 {"value": log_record(i, ts), "partition": i % partitions}
                 for i in range(first, min(first + CHUNK, n))
             ]
-            while msgs:
-                try:
-                    queued = p.produce_batch(topic, msgs)
-                except BufferError:
-                    queued = 0
-                if queued < len(msgs):
-                    msgs = [m for m in msgs if "_error" in m]
-                    for m in msgs:
-                        del m["_error"]
-                    p.poll(0.005)
-                else:
-                    msgs = []
+            queue_all(p, topic, msgs)
             p.poll(0)
         if p.flush(300):
             print("# produce: records left undelivered", file=sys.stderr)
