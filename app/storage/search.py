@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import multiprocessing
 import os
 import shutil
@@ -31,8 +30,6 @@ from app.storage.records import Record, iter_records
 from app.storage.registry import Registry, SegmentRow
 from app.storage.search_exec import AggTask, SegmentTask
 from app.storage.segment import extract_tantivy
-
-log = logging.getLogger(__name__)
 
 _REPLANS = 5
 
@@ -96,7 +93,6 @@ class SearchEngine:
         self.timeout_s = timeout_ms / 1000
         self._pool: ProcessPoolExecutor | None = None
         self._extracting: dict[str, asyncio.Lock] = {}
-        self.segments_opened = 0
 
     def pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -149,7 +145,6 @@ class SearchEngine:
                     if not seg.exists():
                         await self.storage.objects.get_file(row.object_key, seg)
                     await asyncio.to_thread(_extract, seg, row.manifest, dest)
-                    self.segments_opened += 1
             self._extracting.pop(row.object_key, None)
         return IndexRef(row.topic, row.partition, dest)
 
