@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,9 @@ def schema() -> tantivy.Schema:
     return _schema
 
 
-def _open(index_dir: str, generation: int) -> tantivy.Index:
+def _open(index_dir: str, generation: int, live: bool) -> tantivy.Index:
+    """The index, kept open between searches; a `live` (open) segment's worker commits
+    to it meanwhile, so its searcher is reloaded. Sealed ones never change."""
     key = (index_dir, generation)
     index = _indexes.get(key)
     if index is None:
@@ -84,7 +87,8 @@ def _open(index_dir: str, generation: int) -> tantivy.Index:
             _indexes.popitem(last=False)
     else:
         _indexes.move_to_end(key)
-    index.reload()
+        if live:
+            index.reload()
     return index
 
 
@@ -173,6 +177,10 @@ def _count(result: Any) -> int:
     return int(result.count or 0)
 
 
+def run_all(fn: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+    return [fn(t) for t in tasks]
+
+
 def search_segment(t: SegmentTask) -> SegmentResult:
     try:
         return _search(t)
@@ -191,7 +199,7 @@ def search_segment(t: SegmentTask) -> SegmentResult:
 
 
 def _search(t: SegmentTask) -> SegmentResult:
-    index = _open(t.index_dir, t.generation)
+    index = _open(t.index_dir, t.generation, t.min_offset is not None)
     searcher = index.searcher()
     if searcher.num_docs == 0:
         return SegmentResult(0)
@@ -235,7 +243,7 @@ def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
 
 
 def _aggregate(t: AggTask) -> dict[str, Any]:
-    index = _open(t.index_dir, t.generation)
+    index = _open(t.index_dir, t.generation, t.min_offset is not None)
     searcher = index.searcher()
     if searcher.num_docs == 0:
         return {}
