@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
 from app.storage.errors import StorageError
-from app.storage.fileutil import atomic_write, fsync_dir
+from app.storage.fileutil import TrickleSync, atomic_write, fsync_dir
 from app.storage.metrics import OBJECTSTORE_REQUESTS, OBJECTSTORE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _copy_atomic(src: BinaryIO, dest: Path, sync_dir: bool) -> None:
     tmp = _tmp_path(dest)
     try:
         with open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+            shutil.copyfileobj(src, TrickleSync(out), 1 << 20)
         _fsync_replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from typing import Any
 import crc32c
 
 from app.storage.batch import HEADER_SIZE, parse_header
-from app.storage.fileutil import fsync_dir
+from app.storage.fileutil import TrickleSync, fsync_dir
 
 MAGIC = b"CHRSEG1\n"
 _FOOTER = struct.Struct("<QI8s")
@@ -148,7 +148,8 @@ def write_segment(
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     sections: dict[str, Any] = {}
-    with open(batches_path, "rb") as src, open(tmp, "wb") as dst:
+    with open(batches_path, "rb") as src, open(tmp, "wb") as raw:
+        dst = TrickleSync(raw)
         dst.write(MAGIC)
         pos = len(MAGIC)
         if batches_size:
@@ -198,8 +199,8 @@ def write_segment(
         dst.write(manifest_bytes)
         dst.write(_FOOTER.pack(pos, len(manifest_bytes), MAGIC))
         manifest["size"] = pos + len(manifest_bytes) + _FOOTER.size
-        dst.flush()
-        os.fsync(dst.fileno())
+        raw.flush()
+        os.fsync(raw.fileno())
     os.replace(tmp, out)
     fsync_dir(out.parent)
     return manifest

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from app.storage.batch import validate_batches
 from app.storage.errors import StorageError
+from app.storage.fileutil import TrickleSync
 from app.storage.fsync import FsyncScheduler
 from app.storage.log import AppendResult, PartitionLog
 from app.storage.memtail import MemTailBudget
@@ -138,3 +140,24 @@ async def test_close_fails_pending_waiters_cleanly(tmp_path: Path) -> None:
 def test_invalid_mode() -> None:
     with pytest.raises(ValueError):
         FsyncScheduler("sometimes")
+
+
+def test_large_files_are_synced_as_they_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def count(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", count)
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    with open(tmp_path / "big", "wb") as f:
+        out = TrickleSync(f, every=1024 * 1024)
+        assert out.write(data[:10]) == 10
+        assert out.write(data[10:]) == len(data) - 10
+    assert (tmp_path / "big").read_bytes() == data
+    # synced whenever a MiB is unsynced; the rest is the caller's final fsync
+    assert synced == [1024 * 1024 + 10, 2 * 1024 * 1024 + 10]
