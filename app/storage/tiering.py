@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from app.storage import metrics
+from app.storage.fileutil import remove_large
 from app.storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
 from app.storage.registry import LOCAL, UPLOADED, Registry, SegmentRow
 from app.storage.segment import BatchIndex
@@ -121,7 +122,7 @@ class Tiering:
     def forget_local(self, row: SegmentRow) -> None:
         self._indexes.pop(row.object_key, None)
         self._used.pop(row.object_key, None)
-        self.local_path(row).unlink(missing_ok=True)
+        remove_large(self.local_path(row))
         if self.search_dir is not None:
             shutil.rmtree(self.search_dir / row.object_key, ignore_errors=True)
 
@@ -136,7 +137,7 @@ class Tiering:
         for r in rows:
             if total <= self.cache_bytes:
                 break
-            self.local_path(r).unlink(missing_ok=True)
+            remove_large(self.local_path(r))
             self._used.pop(r.object_key, None)
             total -= r.size
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from app.storage.batch import HEADER_SIZE, BatchHeader, check_batch, parse_header
-from app.storage.fileutil import atomic_write, remove_stale_tmp
+from app.storage.fileutil import atomic_write, remove_large, remove_stale_tmp
 from app.storage.indexes import OffsetIndex, TimeIndex
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,8 @@ class WalSegment:
     def delete(self) -> None:
         self.deleted = True
         self.close()
-        for p in (self.path, self.index_path, self.time_index_path):
+        remove_large(self.path)
+        for p in (self.index_path, self.time_index_path):
             p.unlink(missing_ok=True)
 
 
