@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.storage import metrics
+
 log = logging.getLogger(__name__)
 
 FSYNC_MODES = ("always", "interval", "never")
@@ -124,7 +126,8 @@ class FsyncScheduler:
             error: BaseException | None = None
             for fd in w.fds:
                 try:
-                    os.fsync(fd)
+                    with metrics.WAL_FSYNC_SECONDS.time():
+                        os.fsync(fd)
                     self.fsync_calls += 1
                 except OSError as exc:
                     log.error("fsync failed: %s", exc)

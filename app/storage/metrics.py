@@ -21,6 +21,11 @@ INDEXER_COMMIT_SECONDS = Histogram(
     "Time to commit an open search segment",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+WAL_FSYNC_SECONDS = Histogram(
+    "chronik_wal_fsync_seconds",
+    "Time of one fsync of a partition's write-ahead log (acks with fsync=always wait for it)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 INDEXER_ERRORS = Counter(
     "chronik_indexer_errors",
     "Records or batches that could not be indexed as given (bad codec data, JSON that does "
