@@ -9,7 +9,7 @@ import pytest
 
 from app.storage.batch import validate_batches
 from app.storage.errors import StorageError
-from app.storage.fileutil import TrickleSync
+from app.storage.fileutil import TrickleSync, remove_large, remove_stale_tmp
 from app.storage.fsync import FsyncScheduler
 from app.storage.log import AppendResult, PartitionLog
 from app.storage.memtail import MemTailBudget
@@ -161,3 +161,22 @@ def test_large_files_are_synced_as_they_are_written(
     assert (tmp_path / "big").read_bytes() == data
     # synced whenever a MiB is unsynced; the rest is the caller's final fsync
     assert synced == [1024 * 1024 + 10, 2 * 1024 * 1024 + 10]
+
+
+def test_large_files_are_removed_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "00000000000000000000.log"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    remove_large(path)
+    assert not path.exists()  # the name goes at once
+    deadline = time.monotonic() + 10
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(tmp_path.iterdir()) == []
+    remove_large(path)  # already gone: nothing to do
+
+
+def test_a_removal_cut_short_by_a_crash_is_cleared_on_open(tmp_path: Path) -> None:
+    leftover = tmp_path / ".00000000000000000000.log.123.4.tmp"
+    leftover.write_bytes(b"x" * 100)
+    remove_stale_tmp(tmp_path)
+    assert not leftover.exists()
