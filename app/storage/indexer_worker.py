@@ -30,7 +30,7 @@ from app.storage.docs import DocBuilder, build_schema
 from app.storage.merge import merge_partition
 from app.storage.records import RecordError, iter_records
 from app.storage.registry import Checkpoint, Registry, SegmentRow
-from app.storage.segment import write_segment
+from app.storage.segment import tantivy_files, write_segment
 from app.storage.walreader import WalTail
 
 log = logging.getLogger("app.storage.indexer")
@@ -311,8 +311,9 @@ class PartitionIndexer:
     def seal(self) -> None:
         """Package the open segment, register it with the new checkpoint, start a new one."""
         self.commit()
-        assert self.writer is not None
-        self.writer.wait_merging_threads()
+        # Dropping the writer stops the merges in flight from changing the commit (their
+        # work is discarded): waiting for them held this partition's indexing, and so its
+        # freshness, for 2.0 s of a 2.4 s seal at 10k msg/s.
         self.writer = None
         self._batches.flush()
         os.fsync(self._batches.fileno())
@@ -338,11 +339,10 @@ class PartitionIndexer:
             raise PartitionGone(self.topic, self.partition)
         self.sealed += 1
         # The sealed segment's first search needs its Tantivy files as a directory: these
-        # are they, so move them there instead of extracting a copy later.
+        # are they, so link them there instead of extracting a copy later (only the
+        # commit's: a discarded merge may still be writing its own beside them).
         with contextlib.suppress(OSError):
-            dest = self.cfg.data_dir / "search" / base_key
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.index_dir, dest)
+            _link_index(self.index_dir, self.cfg.data_dir / "search" / base_key)
         self._reset_open(nxt)
 
     def _reset_open(self, base: int) -> None:
@@ -356,6 +356,19 @@ class PartitionIndexer:
         self._open_writer()
         self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115
         self._uncommitted = 0
+
+
+def _link_index(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in tantivy_files(src):
+        os.link(f, tmp / f.name)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _drain(parts: dict[tuple[str, int], PartitionIndexer]) -> dict[str, Any]:
