@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from app.storage.registry import LOCAL, UPLOADED
+from app.storage.sealing import SEALING
 
 from .search import iso
 
@@ -25,9 +26,12 @@ class SegmentInfo(BaseModel):
     max_timestamp_ms: int | None
     records: int
     bytes: int = Field(description="segment object size (open: batch bytes so far)")
-    object_key: str | None = Field(description="key in the object store; null while open")
-    state: Literal["open", "local", "uploaded"] = Field(
-        description="open: being indexed; local: sealed, not yet uploaded; uploaded"
+    object_key: str | None = Field(
+        description="key in the object store; null while open or sealing"
+    )
+    state: Literal["open", "sealing", "local", "uploaded"] = Field(
+        description="open: being indexed; sealing: full, being packaged into a segment "
+        "file (searchable); local: sealed, not yet uploaded; uploaded"
     )
 
 
@@ -114,6 +118,23 @@ async def list_segments(
         ):
             continue
         state = cp.open_state
+        if frozen := state.get(SEALING):
+            out.append(
+                SegmentInfo(
+                    topic=cp.topic,
+                    partition=cp.partition,
+                    base_offset=frozen["base"],
+                    last_offset=frozen["next"] - 1,
+                    min_timestamp=_ts(frozen.get("min_ts")),
+                    max_timestamp=_ts(frozen.get("max_ts")),
+                    min_timestamp_ms=frozen.get("min_ts"),
+                    max_timestamp_ms=frozen.get("max_ts"),
+                    records=int(frozen.get("records", 0)),
+                    bytes=int(frozen.get("batches_len", 0)),
+                    object_key=None,
+                    state="sealing",
+                )
+            )
         if cp.indexed_offset <= cp.open_base or not state.get("records"):
             continue
         out.append(

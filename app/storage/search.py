@@ -3,10 +3,11 @@ runs one task per index in the search pool's processes, merges the hits by the s
 reads each hit's record back from the log (any layer), exactly as stored.
 
 Consistency with the indexer: a partition's open segment holds offsets from its checkpoint's
-`open_base` and sealed segments everything below. Planning reads the checkpoint first and
-takes only sealed segments below that base, so a seal meanwhile cannot count a record twice;
-if the open segment is gone by the time it is searched (sealed), that partition alone is
-planned again from the old base."""
+`open_base`, a segment being packaged (the checkpoint's `sealing`) the range below it, and
+sealed segments everything below that. Planning reads the checkpoint first and takes only
+sealed segments below those, so a seal meanwhile cannot count a record twice; if an
+unpublished index is gone by the time it is searched (published), that partition alone is
+planned again from that index's base."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.storage.indexer_worker import open_index_dir
 from app.storage.objectstore import ObjectNotFound
 from app.storage.records import Record, batch_span, records_at
 from app.storage.registry import Registry, SegmentRow
+from app.storage.sealing import SEALING
 from app.storage.search_exec import AggTask, SegmentTask
 from app.storage.segment import extract_tantivy
 
@@ -121,20 +123,29 @@ class SearchEngine:
 
     def _plan_partition(
         self, topic: str, partition: int, from_offset: int, lo: int, hi: int
-    ) -> tuple[list[SegmentRow], IndexRef | None]:
-        """Sealed segments from `from_offset` up to the open segment's base (read first, so a
-        seal after it is not also counted in the open segment), then the open segment."""
+    ) -> tuple[list[SegmentRow], list[IndexRef]]:
+        """Sealed segments from `from_offset` up to the unpublished ones (the checkpoint is
+        read first, so a segment published after it is not also searched as open), then
+        the segment being packaged, if any, and the open segment."""
         cp = self.registry.checkpoint(topic, partition)
-        base = cp.open_base if cp is not None else 2**63 - 1
+        frozen = cp.open_state.get(SEALING) if cp is not None else None
+        below = 2**63 - 1 if cp is None else frozen["base"] if frozen else cp.open_base
         rows = [
             r
             for r in self.registry.in_time_range(topic, partition, lo, hi)
-            if from_offset <= r.base_offset < base
+            if from_offset <= r.base_offset < below
         ]
-        if cp is None or cp.indexed_offset <= cp.open_base:
-            return rows, None
-        d = open_index_dir(self.data_dir / "index" / f"{topic}-{partition}", cp.open_base)
-        return rows, IndexRef(topic, partition, d, min_offset=base, generation=base)
+        if cp is None:
+            return rows, []
+        pdir = self.data_dir / "index" / f"{topic}-{partition}"
+        bases = [frozen["base"]] if frozen and frozen["base"] >= from_offset else []
+        if cp.indexed_offset > cp.open_base:
+            bases.append(cp.open_base)
+        refs = [
+            IndexRef(topic, partition, open_index_dir(pdir, b), min_offset=b, generation=b)
+            for b in bases
+        ]
+        return rows, refs
 
     async def _local_index(self, row: SegmentRow) -> IndexRef:
         """The segment's Tantivy files, extracted into the search cache (downloading the
@@ -194,10 +205,9 @@ class SearchEngine:
             refs: list[IndexRef] = []
             try:
                 for topic, p, from_offset in pending:
-                    rows, open_ref = self._plan_partition(topic, p, from_offset, lo, hi)
+                    rows, unsealed = self._plan_partition(topic, p, from_offset, lo, hi)
                     refs += [await self._local_index(r) for r in rows]
-                    if open_ref is not None:
-                        refs.append(open_ref)
+                    refs += unsealed
             except (ObjectNotFound, FileNotFoundError):
                 # A planned segment was deleted (merge, retention) before it was fetched.
                 pending, done = everything, []

@@ -20,7 +20,7 @@ def _sealed_segments(tmp_path: Path, count: int) -> tuple[Registry, WorkerConfig
     for _ in range(count):
         _fill(plog, 3)
         _run(pi, plog)
-        pi.seal()
+        pi.seal(wait=True)
     pi.close()
     plog.close()
     return registry, cfg

@@ -118,7 +118,7 @@ def test_segment_file_round_trip_and_batch_index(tmp_path: Path) -> None:
     pi = PartitionIndexer(cfg, registry, "t", 0, 0)
     plog = _log(tmp_path)
     _run(pi, plog)
-    pi.seal()
+    pi.seal(wait=True)
     (row,) = registry.segments("t", 0)
     assert (row.base_offset, row.last_offset, row.records, row.state) == (0, 119, 120, LOCAL)
     path = tmp_path / "segments" / row.object_key
@@ -188,7 +188,7 @@ def test_restart_after_commit_without_checkpoint_does_not_duplicate(tmp_path: Pa
     again = PartitionIndexer(cfg, registry, "t", 0, 0)
     _run(again, plog)
     assert _offsets(again.index_dir) == list(range(80))
-    again.seal()
+    again.seal(wait=True)
     (row,) = registry.segments("t", 0)
     assert (row.base_offset, row.last_offset, row.records) == (0, 79, 80)
     registry.close()

@@ -1,0 +1,112 @@
+"""Sealing in the background: the frozen segment stays searchable beside the new open one
+until it is published, and a restart in between neither loses nor doubles a record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.storage import indexer_worker
+from app.storage.indexer_worker import PartitionIndexer, WorkerConfig, open_index_dir
+from app.storage.registry import Registry
+from app.storage.sealing import SEALING, frozen_batches
+from app.storage.search import SearchEngine
+from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
+
+
+class HeldPackaging:
+    """Holds the first packaging until released, as a slow disk would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+        real = indexer_worker.package
+
+        def package(*args: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                assert self.release.wait(30)
+            return real(*args)
+
+        monkeypatch.setattr(indexer_worker, "package", package)
+
+
+def planned(registry: Registry, data_dir: Path) -> tuple[list[tuple[int, int]], list[Path]]:
+    engine = SearchEngine(None, registry, data_dir)
+    rows, refs = engine._plan_partition("t", 0, 0, -(2**63), 2**63 - 1)
+    return [(r.base_offset, r.last_offset) for r in rows], [r.index_dir for r in refs]
+
+
+def indexed(pi: PartitionIndexer, tmp_path: Path, batches: int) -> None:
+    plog = _log(tmp_path)
+    _fill(plog, batches)
+    _run(pi, plog)
+
+
+def test_records_stay_searchable_while_a_seal_is_packaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldPackaging(monkeypatch)
+    registry = Registry(tmp_path / "registry.sqlite")
+    pi = PartitionIndexer(WorkerConfig(tmp_path), registry, "t", 0, 0)
+    indexed(pi, tmp_path, 5)
+    pi.seal()
+    cp = registry.checkpoint("t", 0)
+    assert cp is not None and cp.open_base == 50 and cp.open_state[SEALING]["next"] == 50
+    indexed(pi, tmp_path, 3)  # indexing goes on meanwhile
+    assert registry.segments("t", 0) == []
+    rows, dirs = planned(registry, tmp_path)
+    assert rows == [] and [_offsets(d) for d in dirs] == [list(range(50)), list(range(50, 80))]
+
+    held.release.set()
+    deadline = time.monotonic() + 30
+    while pi._sealing is not None and time.monotonic() < deadline:
+        pi.step(time.monotonic())
+        time.sleep(0.01)
+    (row,) = registry.segments("t", 0)
+    assert (row.base_offset, row.last_offset, row.records) == (0, 49, 50)
+    cp = registry.checkpoint("t", 0)
+    assert cp is not None and SEALING not in cp.open_state and cp.indexed_offset == 80
+    rows, dirs = planned(registry, tmp_path)
+    assert rows == [(0, 49)] and [_offsets(d) for d in dirs] == [list(range(50, 80))]
+    assert _offsets(tmp_path / "search" / row.object_key) == list(range(50))
+    assert not open_index_dir(pi.open_dir, 0).exists()
+    pi.close()
+    registry.close()
+
+
+@pytest.mark.parametrize("files_lost", [False, True])
+def test_a_restart_before_the_seal_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files_lost: bool
+) -> None:
+    held = HeldPackaging(monkeypatch)
+    registry = Registry(tmp_path / "registry.sqlite")
+    cfg = WorkerConfig(tmp_path)
+    pi = PartitionIndexer(cfg, registry, "t", 0, 0)
+    indexed(pi, tmp_path, 5)
+    pi.seal()
+    indexed(pi, tmp_path, 3)
+    # The worker dies with the packaging unfinished.
+    pi.writer = None
+    pi._batches.close()
+    if files_lost:
+        frozen_batches(pi.open_dir, 0).unlink()
+    again = PartitionIndexer(cfg, registry, "t", 0, 0)
+    indexed(again, tmp_path, 2)
+    if files_lost:
+        # Its range is indexed again, into the open segment.
+        assert registry.segments("t", 0) == []
+        assert _offsets(again.index_dir) == list(range(100))
+    else:
+        (row,) = registry.segments("t", 0)
+        assert (row.base_offset, row.last_offset) == (0, 49)
+        assert _offsets(again.index_dir) == list(range(50, 100))
+    cp = registry.checkpoint("t", 0)
+    assert cp is not None and SEALING not in cp.open_state
+    held.release.set()
+    again.close()
+    registry.close()
