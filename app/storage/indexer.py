@@ -1,5 +1,5 @@
 """The indexer supervisor, in the service: starts `workers` indexer processes (see
-indexer_worker), spreads partitions over them, tells them each partition's high watermark,
+indexer_process), spreads partitions over them, tells them each partition's high watermark,
 restarts any that die, turns their reports into metrics and answers status questions."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from app.storage import metrics
-from app.storage.indexer_worker import WorkerConfig, worker_main
+from app.storage.indexer_process import worker_main
+from app.storage.indexer_worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""An indexer worker process: tails the WAL of its partitions, adds one document per record
-to each partition's open search segment, commits at least every `commit_ms`, and seals the
-open segment into a segment file registered (with the checkpoint) in one transaction.
+"""One partition's indexing in an indexer worker process (indexer_process.py): tails its
+WAL, adds one document per record to its open search segment, commits at least every
+`commit_ms`, and seals the open segment into a segment file (sealing.py) registered with
+the checkpoint in one transaction.
 
 Exactly once: the checkpoint (next offset to index, batch file length) is saved after each
 Tantivy commit. On start, the batch file is cut back to the checkpoint and documents at or
@@ -10,16 +11,12 @@ re-does work without duplicating it."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
-import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +25,9 @@ import tantivy
 from app.storage.codecs import DecompressError
 from app.storage.docs import DocBuilder, build_schema
 from app.storage.fileutil import remove_large
-from app.storage.merge import merge_partition
 from app.storage.records import RecordError, iter_records
 from app.storage.registry import Checkpoint, Registry, SegmentRow
-from app.storage.sealing import SEALING, frozen_batches, object_key, package
+from app.storage.sealing import SEALING, frozen_batches, package
 from app.storage.walreader import WalTail
 
 log = logging.getLogger("app.storage.indexer")
@@ -44,12 +40,6 @@ WRITER_HEAP = 32 * 1024 * 1024
 WRITER_THREADS = 1
 # An idle partition's documents become searchable sooner than the commit interval.
 IDLE_COMMIT_MS = 200
-NICE = 5
-# How often an idle worker looks for small segments to merge.
-MERGE_CHECK_S = 2.0
-# A partition that failed to open is tried again after this long.
-OPEN_RETRY_S = 5.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -77,7 +67,6 @@ def partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
 
-__all__ = ["object_key"]  # merges name their segments the same way
 # Packages frozen segments while the partitions go on indexing (one at a time per worker).
 _SEALER = ThreadPoolExecutor(1, thread_name_prefix="seal")
 
@@ -438,155 +427,3 @@ class PartitionIndexer:
         self._open_writer()
         self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115
         self._uncommitted = 0
-
-
-def _drain(parts: dict[tuple[str, int], PartitionIndexer]) -> dict[str, Any]:
-    """Counts since the last report, taken out of the partition indexers."""
-    out: dict[str, Any] = {"records": 0, "errors": 0, "sealed": 0, "commit_seconds": []}
-    for p in parts.values():
-        out["records"] += p.records_indexed
-        out["errors"] += p.errors
-        out["sealed"] += p.sealed
-        out["commit_seconds"] += p.commit_seconds
-        p.records_indexed = p.errors = p.sealed = 0
-        p.commit_seconds = []
-    return out
-
-
-def _merge_some(
-    cfg: WorkerConfig, registry: Registry, parts: dict[tuple[str, int], PartitionIndexer]
-) -> None:
-    for topic, partition in list(parts):
-        try:
-            merged = merge_partition(
-                registry,
-                cfg.data_dir,
-                topic,
-                partition,
-                cfg.segment_max_records,
-                cfg.segment_max_bytes,
-                object_key,
-            )
-        except Exception:
-            log.exception("%s-%d: merging segments failed", topic, partition)
-            continue
-        if merged:
-            # One merge per idle pass keeps indexing latency low on busy workers.
-            return
-
-
-def _open_partition(
-    cfg: WorkerConfig,
-    registry: Registry,
-    key: tuple[str, int],
-    hw: int,
-    log_start: int,
-    broken: dict[tuple[str, int], tuple[float, int, int]],
-) -> PartitionIndexer | None:
-    """A partition's indexer, or None (retried after a pause) if it cannot be opened: one
-    partition's failure must not take the worker and its other partitions down."""
-    try:
-        pi = PartitionIndexer(cfg, registry, key[0], key[1], log_start)
-    except Exception:
-        log.exception("%s-%d: cannot open for indexing; retrying in %gs", *key, OPEN_RETRY_S)
-        broken[key] = (time.monotonic() + OPEN_RETRY_S, hw, log_start)
-        return None
-    pi.hw, pi.log_start = hw, log_start
-    return pi
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """A worker must not outlive a killed service: the next service's worker would index
-    the same partitions beside it."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
-def worker_main(
-    conn: Connection, cfg: WorkerConfig, log_level: str, parent_pid: int | None = None
-) -> None:
-    """The worker's loop. Messages in: ("state", {(topic, partition): (hw, log_start)}),
-    ("drop", [(topic, partition)]), ("stop",). Out: ("progress", {...}) a few times a
-    second. The worker exits when the service's end of the pipe closes."""
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-    # Acks first, freshness second: at 10k msg/s the worker's 0.5 cores beside the broker
-    # took the produce-ack p99 from 8 to 14-23 ms; niced, the broker wins the CPU when both
-    # want it, and search processes (niced further) yield to both.
-    os.nice(NICE)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    registry = Registry(cfg.data_dir / "registry.sqlite", durable=False)
-    parts: dict[tuple[str, int], PartitionIndexer] = {}
-    last_report = last_merge = 0.0
-    busy = False
-    # Partitions that failed to open: (retry time, hw, log start).
-    broken: dict[tuple[str, int], tuple[float, int, int]] = {}
-    try:
-        while True:
-            timeout = 0.0 if busy else 0.02
-            while conn.poll(timeout):
-                timeout = 0.0
-                msg = conn.recv()
-                if msg[0] == "stop":
-                    for p in parts.values():
-                        p.close()
-                    return
-                if msg[0] == "drop":
-                    for key in msg[1]:
-                        gone = parts.pop(key, None)
-                        if gone is not None:
-                            gone.drop()
-                        else:
-                            shutil.rmtree(
-                                cfg.data_dir / "index" / partition_dir_name(*key),
-                                ignore_errors=True,
-                            )
-                elif msg[0] == "state":
-                    for key, (hw, log_start) in msg[1].items():
-                        pi = parts.get(key)
-                        if pi is None:
-                            broken.pop(key, None)
-                            pi = _open_partition(cfg, registry, key, hw, log_start, broken)
-                            if pi is None:
-                                continue
-                            parts[key] = pi
-                        pi.hw, pi.log_start = hw, log_start
-            now = time.monotonic()
-            busy = False
-            for key, (retry_at, hw, log_start) in list(broken.items()):
-                if now >= retry_at:
-                    del broken[key]
-                    pi = _open_partition(cfg, registry, key, hw, log_start, broken)
-                    if pi is not None:
-                        parts[key] = pi
-            for key, p in list(parts.items()):
-                try:
-                    busy = p.step(now) or busy
-                except PartitionGone:
-                    p.drop()
-                    del parts[key]
-                except Exception:
-                    log.exception("%s-%d: indexing failed; reopening", p.topic, p.partition)
-                    p.errors += 1
-                    p.abandon()
-                    del parts[key]
-                    fresh = _open_partition(cfg, registry, key, p.hw, p.log_start, broken)
-                    if fresh is not None:
-                        fresh.errors, fresh.records_indexed = p.errors, p.records_indexed
-                        parts[key] = fresh
-            if not busy and now - last_merge >= MERGE_CHECK_S:
-                last_merge = now
-                _merge_some(cfg, registry, parts)
-            if now - last_report >= 0.1:
-                last_report = now
-                parts_state = {
-                    k: (p.searchable, p.cp.open_base, p.last_commit_ms) for k, p in parts.items()
-                }
-                conn.send(("progress", {"parts": parts_state, **_drain(parts)}))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        pass
-    finally:
-        registry.close()

@@ -358,6 +358,6 @@ def _extract(segment: Path, manifest: dict[str, Any], dest: Path) -> None:
 
 
 def _search_process_started() -> None:
-    # Searches yield the CPU to the broker and the indexer (indexer_worker.NICE): under
+    # Searches yield the CPU to the broker and the indexer (indexer_process.NICE): under
     # eight clients searching this kept the produce-ack p99 at 25 ms instead of 81 ms.
     os.nice(SEARCH_NICE)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig, object_key
+from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
 from app.storage.merge import MIN_SMALL_RUN, merge_partition, plan_merge
 from app.storage.registry import DELETING, LOCAL, UPLOADED, Registry
+from app.storage.sealing import object_key
 from app.storage.segment import extract_tantivy, verify_segment
 from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 
