@@ -20,7 +20,8 @@ settings but --segment-max-records N/(10 x partitions): ten sealed segments per 
    polls /search for it (start = window start, every 20 ms). Produce-ack latency: send ->
    delivery report of every 10th record. CPU of the server's main process (event loop: Kafka
    and HTTP) and of its worker processes. Clients use http.client (a third of httpx's CPU per
-   request: they share the two cores with the server).
+   request: they share the two cores with the server). Last, the open segments are filled to
+   half a window short of a seal and the window is run again alone: a seal falls in it.
 
     python bench/search_bench.py                     # 10,000,000 records
     python bench/search_bench.py --records 500000    # quick run
@@ -237,6 +238,22 @@ def seal_open(srv: ServerProcess, topic: str, seg: int) -> None:
     print(f"# topped up the open segments by {added} records until they sealed", flush=True)
 
 
+def fill_open(srv: ServerProcess, topic: str, seg: int, leave: int) -> None:
+    """Fill each open segment up to `leave` records short of a seal (and wait until it is
+    indexed): the next live window then seals one mid-way."""
+    p = confluent_kafka.Producer({**ib.PRODUCER, "bootstrap.servers": srv.bootstrap})
+    ends = {}
+    for part, base in open_bases(srv.data_dir, topic).items():
+        have = watermarks(srv.bootstrap, topic, part)[1] - base
+        for i in range(max(seg - leave - have, 0)):
+            put(p, topic, log_line(i, ib.now_ms()), part)
+    p.flush(60)
+    for part in open_bases(srv.data_dir, topic):
+        ends[part] = watermarks(srv.bootstrap, topic, part)[1]
+    ib.wait_until(lambda: caught_up(srv.data_dir, topic, ends), 300, "indexing the fill")
+    print(f"# filled the open segments to {leave} records short of a seal", flush=True)
+
+
 def bench_floor(data: Path, topic: str, span: Span, seconds: float) -> None:
     sql = (
         "SELECT object_key, min_timestamp, max_timestamp FROM segments WHERE topic=? "
@@ -291,10 +308,15 @@ def cpu(pid: int) -> tuple[float, float]:
 
 
 def bench_live(
-    srv: ServerProcess, topic: str, span: Span, clients: int, args: argparse.Namespace
+    srv: ServerProcess,
+    topic: str,
+    span: Span,
+    clients: int,
+    args: argparse.Namespace,
+    sfx: str = "",
 ) -> None:
     """R msg/s for --seconds: freshness and produce-ack latency, with `clients` searching."""
-    sfx = f"_with_{clients}_searching" if clients else ""
+    sfx = sfx or (f"_with_{clients}_searching" if clients else "")
     p = confluent_kafka.Producer(
         {**ib.PRODUCER, "bootstrap.servers": srv.bootstrap, "linger.ms": 1}
     )
@@ -442,6 +464,8 @@ def main() -> None:
         seal_open(srv, topic, seg)
         bench_live(srv, topic, span, 0, args)
         bench_live(srv, topic, span, args.clients, args)
+        fill_open(srv, topic, seg, round(args.rate * args.seconds / 2))
+        bench_live(srv, topic, span, 0, args, "_with_a_seal")
         sampler.stop()
         emit("server_rss_peak", sampler.peak_main / 1e6, "MB")
         emit("server_tree_rss_peak", sampler.peak_tree / 1e6, "MB")
