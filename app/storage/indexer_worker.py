@@ -129,6 +129,7 @@ class PartitionIndexer:
         frozen = self.cp.open_state.get(SEALING)
         if frozen is not None:
             self._recover_sealing(frozen)
+        self._remove_strays()
         cp = self.cp
         batches = self.open_dir / "batches.bin"
         want = int(cp.open_state.get("batches_len", 0))
@@ -156,6 +157,24 @@ class PartitionIndexer:
                 self.writer.commit()
         self._batches = open(batches, "ab")  # noqa: SIM115 (lives as long as the segment)
         self.wal.seek(cp.indexed_offset)
+
+    def _remove_strays(self) -> None:
+        """What a crash left of segments the checkpoint no longer names: a published
+        frozen segment's files, removal leftovers."""
+        if not self.open_dir.is_dir():
+            return
+        keep = {"base", "batches.bin", open_index_dir(self.open_dir, self.cp.open_base).name}
+        if frozen := self.cp.open_state.get(SEALING):
+            keep |= {
+                open_index_dir(self.open_dir, frozen["base"]).name,
+                frozen_batches(self.open_dir, frozen["base"]).name,
+            }
+        for p in self.open_dir.iterdir():
+            if p.name not in keep:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
     def _recover_sealing(self, frozen: dict[str, Any]) -> None:
         """A segment frozen before the restart and not yet published: package it again (the
@@ -338,6 +357,8 @@ class PartitionIndexer:
         frozen one (sealing.py), which is published with the checkpoint when it is done
         (`wait`: before returning)."""
         self._finish_sealing(wait=True)
+        if not self.state.get("batches_len"):
+            return  # the previous seal failed and its range is being indexed again
         self.commit()
         # Dropping the writer stops the merges in flight from changing the commit (their
         # work is discarded): waiting for them took 2.0 s of a 2.4 s seal at 10k msg/s.
@@ -377,14 +398,18 @@ class PartitionIndexer:
             self._reset_open(base)
             self.wal.seek(base)
             return
-        # The checkpoint published with the row must be one Tantivy has committed.
-        self.commit()
+        try:
+            # The checkpoint published with the row must be one Tantivy has committed.
+            self.commit()
+        except PartitionGone:
+            self._discard(key)
+            raise
         self._publish(key, manifest)
 
     def _publish(self, key: str, manifest: dict[str, Any]) -> None:
         frozen = self.cp.open_state.pop(SEALING)
         if not self.registry.publish(SegmentRow.sealed(key, manifest), self.cp):
-            (self.cfg.data_dir / "segments" / key).unlink(missing_ok=True)
+            self._discard(key)
             raise PartitionGone(self.topic, self.partition)
         self.sealed += 1
         # Searches still planned with it see it vanish and plan again (search.py).
@@ -396,10 +421,13 @@ class PartitionIndexer:
         fut, self._sealing = self._sealing, None
         if fut is not None:
             with contextlib.suppress(Exception):
-                key, _manifest = fut.result()
-                (self.cfg.data_dir / "segments" / key).unlink(missing_ok=True)
-                shutil.rmtree(self.cfg.data_dir / "search" / key, ignore_errors=True)
+                self._discard(fut.result()[0])
         self.cp.open_state.pop(SEALING, None)
+
+    def _discard(self, key: str) -> None:
+        """A packaged segment that will not be published."""
+        (self.cfg.data_dir / "segments" / key).unlink(missing_ok=True)
+        shutil.rmtree(self.cfg.data_dir / "search" / key, ignore_errors=True)
 
     def _start_open(self, base: int, state: dict[str, Any]) -> None:
         """A new open segment at `base` beside the frozen one."""

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from app.storage.segment import tantivy_files, write_segment
+from app.storage.segment import tantivy_commit, write_segment
 
 SEALING = "sealing"  # the key of the frozen segment in the checkpoint's open_state
 
@@ -65,8 +65,10 @@ def link_index(src: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in tantivy_files(src):
+    meta, files = tantivy_commit(src)
+    for f in files:
         os.link(f, tmp / f.name)
+    (tmp / "meta.json").write_bytes(meta)
     try:
         os.replace(tmp, dest)
     except OSError:

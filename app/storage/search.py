@@ -41,6 +41,10 @@ class SearchTimeout(StorageError):
     pass
 
 
+class _Straddled(Exception):
+    pass
+
+
 class SearchFailed(StorageError):
     """Tantivy could not run the query (it panicked on it)."""
 
@@ -130,11 +134,11 @@ class SearchEngine:
         cp = self.registry.checkpoint(topic, partition)
         frozen = cp.open_state.get(SEALING) if cp is not None else None
         below = 2**63 - 1 if cp is None else frozen["base"] if frozen else cp.open_base
-        rows = [
-            r
-            for r in self.registry.in_time_range(topic, partition, lo, hi)
-            if from_offset <= r.base_offset < below
-        ]
+        live = self.registry.in_time_range(topic, partition, lo, hi)
+        if any(r.base_offset < from_offset <= r.last_offset for r in live):
+            # A merge took what a re-plan looks for into a segment already searched.
+            raise _Straddled
+        rows = [r for r in live if from_offset <= r.base_offset < below]
         if cp is None:
             return rows, []
         pdir = self.data_dir / "index" / f"{topic}-{partition}"
@@ -208,14 +212,16 @@ class SearchEngine:
                     rows, unsealed = self._plan_partition(topic, p, from_offset, lo, hi)
                     refs += [await self._local_index(r) for r in rows]
                     refs += unsealed
-            except (ObjectNotFound, FileNotFoundError):
-                # A planned segment was deleted (merge, retention) before it was fetched.
+            except (ObjectNotFound, FileNotFoundError, _Straddled):
+                # A planned segment was deleted (merge, retention) before it was fetched, or
+                # merged into one that starts below a re-plan's base.
                 pending, done = everything, []
                 await asyncio.sleep(0.01)
                 continue
             tasks = [make_task(r) for r in refs]
             results = await self._run(fn, tasks)
-            pending = []
+            vanished: dict[tuple[str, int], int] = {}
+            restart = False
             for ref, task, res in zip(refs, tasks, results, strict=True):
                 error = (
                     res.get("__error__") if isinstance(res, dict) else getattr(res, "error", None)
@@ -226,11 +232,24 @@ class SearchEngine:
                     if ref.min_offset is None:
                         # A sealed segment merged away or deleted: its records may be in
                         # a segment that overlaps others already searched. Start over.
-                        pending, done = everything, []
+                        restart = True
                         break
-                    pending.append((ref.topic, ref.partition, ref.min_offset))
+                    key = (ref.topic, ref.partition)
+                    vanished[key] = min(vanished.get(key, ref.min_offset), ref.min_offset)
                 else:
                     done.append((ref, task, res))
+            if restart:
+                pending, done = everything, []
+            else:
+                # The partition is planned again from its lowest vanished index, which takes
+                # in the unpublished indexes above it again: drop their answers.
+                done = [
+                    d
+                    for d in done
+                    if d[0].min_offset is None
+                    or d[0].min_offset < vanished.get((d[0].topic, d[0].partition), 2**63)
+                ]
+                pending = [(t, p, base) for (t, p), base in vanished.items()]
             if not pending:
                 return done
             await asyncio.sleep(0.01)

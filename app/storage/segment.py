@@ -120,16 +120,16 @@ def scan_batches(data: bytes | memoryview | mmap.mmap, size: int) -> tuple[Batch
     return BatchIndex(lasts, positions, times, size), base, records
 
 
-def tantivy_files(index_dir: Path) -> list[Path]:
-    """The files of the index's current commit: meta.json and the files of the segments it
-    lists (left-overs of merges and lock files are not part of the index)."""
-    meta = json.loads((index_dir / "meta.json").read_text())
+def tantivy_commit(index_dir: Path) -> tuple[bytes, list[Path]]:
+    """The index's current commit: its meta.json, read once, and the files of the segments
+    it lists (left-overs of merges and lock files are not part of the index)."""
+    meta_bytes = (index_dir / "meta.json").read_bytes()
+    meta = json.loads(meta_bytes)
     ids = {s["segment_id"].replace("-", "") for s in meta.get("segments", [])}
-    files = [index_dir / "meta.json"]
-    for p in sorted(index_dir.iterdir()):
-        if p.is_file() and p.name.split(".", 1)[0] in ids:
-            files.append(p)
-    return files
+    files = [
+        p for p in sorted(index_dir.iterdir()) if p.is_file() and p.name.split(".", 1)[0] in ids
+    ]
+    return meta_bytes, files
 
 
 def write_segment(
@@ -176,10 +176,11 @@ def write_segment(
         pos += len(index_bytes)
         files = []
         tantivy_start = pos
-        for f in tantivy_files(index_dir):
-            data = f.read_bytes()
+        meta_bytes, segment_files = tantivy_commit(index_dir)
+        for name in ["meta.json", *(f.name for f in segment_files)]:
+            data = meta_bytes if name == "meta.json" else (index_dir / name).read_bytes()
             dst.write(data)
-            files.append({"name": f.name, "offset": pos, "size": len(data)})
+            files.append({"name": name, "offset": pos, "size": len(data)})
             pos += len(data)
         sections["tantivy"] = {"offset": tantivy_start, "size": pos - tantivy_start, "files": files}
         manifest = {

@@ -181,6 +181,12 @@ class Storage:
                 if path.is_file() and key not in known:
                     log.info("removing unregistered segment file %s", path)
                     path.unlink()
+        # Search directories of segments a crash left unpublished (linked at packaging).
+        search = self.config.data_dir / "search"
+        if search.exists():
+            for d in search.glob("*/*/*"):
+                if d.relative_to(search).as_posix() not in known:
+                    shutil.rmtree(d, ignore_errors=True)
         # Half-done merges; workers are not running yet.
         shutil.rmtree(self.config.data_dir / "merge", ignore_errors=True)
         live = {partition_dir_name(t, p) for t, p in self._logs}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from app.storage.indexer_worker import PartitionIndexer, WorkerConfig, open_inde
 from app.storage.registry import Registry
 from app.storage.sealing import SEALING, frozen_batches
 from app.storage.search import SearchEngine
+from app.storage.search_exec import SegmentTask, search_segment
 from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 
 
@@ -53,6 +55,17 @@ def test_records_stay_searchable_while_a_seal_is_packaged(
     held = HeldPackaging(monkeypatch)
     registry = Registry(tmp_path / "registry.sqlite")
     pi = PartitionIndexer(WorkerConfig(tmp_path), registry, "t", 0, 0)
+    try:
+        _searchable_while_packaged(held, registry, pi, tmp_path)
+    finally:
+        held.release.set()
+        pi.close()
+        registry.close()
+
+
+def _searchable_while_packaged(
+    held: HeldPackaging, registry: Registry, pi: PartitionIndexer, tmp_path: Path
+) -> None:
     indexed(pi, tmp_path, 5)
     pi.seal()
     cp = registry.checkpoint("t", 0)
@@ -75,8 +88,6 @@ def test_records_stay_searchable_while_a_seal_is_packaged(
     assert rows == [(0, 49)] and [_offsets(d) for d in dirs] == [list(range(50, 80))]
     assert _offsets(tmp_path / "search" / row.object_key) == list(range(50))
     assert not open_index_dir(pi.open_dir, 0).exists()
-    pi.close()
-    registry.close()
 
 
 @pytest.mark.parametrize("files_lost", [False, True])
@@ -87,26 +98,84 @@ def test_a_restart_before_the_seal_is_published(
     registry = Registry(tmp_path / "registry.sqlite")
     cfg = WorkerConfig(tmp_path)
     pi = PartitionIndexer(cfg, registry, "t", 0, 0)
-    indexed(pi, tmp_path, 5)
-    pi.seal()
-    indexed(pi, tmp_path, 3)
-    # The worker dies with the packaging unfinished.
-    pi.writer = None
-    pi._batches.close()
-    if files_lost:
-        frozen_batches(pi.open_dir, 0).unlink()
-    again = PartitionIndexer(cfg, registry, "t", 0, 0)
-    indexed(again, tmp_path, 2)
-    if files_lost:
-        # Its range is indexed again, into the open segment.
-        assert registry.segments("t", 0) == []
-        assert _offsets(again.index_dir) == list(range(100))
-    else:
-        (row,) = registry.segments("t", 0)
-        assert (row.base_offset, row.last_offset) == (0, 49)
-        assert _offsets(again.index_dir) == list(range(50, 100))
-    cp = registry.checkpoint("t", 0)
-    assert cp is not None and SEALING not in cp.open_state
-    held.release.set()
-    again.close()
-    registry.close()
+    try:
+        indexed(pi, tmp_path, 5)
+        pi.seal()
+        indexed(pi, tmp_path, 3)
+        # The worker dies with the packaging unfinished (its thread stays held).
+        pi.writer = None
+        pi._batches.close()
+        (pi.open_dir / "stray-left-by-a-crash").write_bytes(b"x")
+        if files_lost:
+            frozen_batches(pi.open_dir, 0).unlink()
+        again = PartitionIndexer(cfg, registry, "t", 0, 0)
+        indexed(again, tmp_path, 2)
+        if files_lost:
+            # Its range is indexed again, into the open segment.
+            assert registry.segments("t", 0) == []
+            assert _offsets(again.index_dir) == list(range(100))
+        else:
+            (row,) = registry.segments("t", 0)
+            assert (row.base_offset, row.last_offset) == (0, 49)
+            assert _offsets(again.index_dir) == list(range(50, 100))
+        cp = registry.checkpoint("t", 0)
+        assert cp is not None and SEALING not in cp.open_state
+        assert sorted(p.name for p in again.open_dir.iterdir()) == [
+            "base",
+            "batches.bin",
+            again.index_dir.name,
+        ]
+        again.close()
+    finally:
+        held.release.set()
+        registry.close()
+
+
+async def test_a_search_across_a_publish_counts_every_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldPackaging(monkeypatch)
+    registry = Registry(tmp_path / "registry.sqlite")
+    pi = PartitionIndexer(WorkerConfig(tmp_path), registry, "t", 0, 0)
+    # Only the topic's partition count: the search runs for real, in its process pool.
+    storage = SimpleNamespace(metadata={"t": SimpleNamespace(partitions=1)})
+    engine = SearchEngine(storage, registry, tmp_path, workers=1)
+    try:
+        indexed(pi, tmp_path, 5)
+        pi.seal()
+        indexed(pi, tmp_path, 3)
+        planned_sizes: list[int] = []
+        run = engine._run
+
+        async def publish_first(fn: Any, tasks: list[Any]) -> list[Any]:
+            # The frozen segment is published (its directory removed) once it is planned.
+            if not planned_sizes:
+                held.release.set()
+                pi._finish_sealing(wait=True)
+            planned_sizes.append(len(tasks))
+            return await run(fn, tasks)
+
+        monkeypatch.setattr(engine, "_run", publish_first)
+
+        def task(r: Any) -> SegmentTask:
+            return SegmentTask(
+                index_dir=str(r.index_dir),
+                rank=0,
+                query="*",
+                min_offset=r.min_offset,
+                generation=r.generation,
+                sort_field="offset",
+                descending=False,
+                limit=100,
+            )
+
+        done = await engine._execute(search_segment, task, ["t"], None, None, None)
+        # Planned: the frozen and the open segment; again from 0: the row and the open one.
+        assert planned_sizes == [2, 2]
+        assert sum(res.total for _r, _t, res in done) == 80
+        assert sorted(h[1] for _r, _t, res in done for h in res.hits) == list(range(80))
+    finally:
+        held.release.set()
+        engine.close()
+        pi.close()
+        registry.close()
