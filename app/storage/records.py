@@ -129,6 +129,9 @@ def records_at(batch: bytes | memoryview, offsets: Collection[int]) -> dict[int,
                 b = payload[pos]
                 if b < 0x80:
                     pos += 1 + ((b >> 1) ^ -(b & 1))
+                elif payload[pos + 1] < 0x80:  # records of 64 B to 8 KiB: inline too
+                    raw = (b & 0x7F) | (payload[pos + 1] << 7)
+                    pos += 2 + ((raw >> 1) ^ -(raw & 1))
                 else:
                     n, pos = _varint(payload, pos)
                     pos += n

@@ -58,6 +58,7 @@ class IndexRef:
     index_dir: Path
     min_offset: int | None = None
     generation: int = 0
+    span: tuple[int, int] | None = None  # a sealed segment's min and max timestamp
 
 
 @dataclass
@@ -164,17 +165,18 @@ class SearchEngine:
                         await self.storage.objects.get_file(row.object_key, seg)
                     await asyncio.to_thread(_extract, seg, row.manifest, dest)
             self._extracting.pop(row.object_key, None)
-        return IndexRef(row.topic, row.partition, dest)
+        return IndexRef(row.topic, row.partition, dest, span=(row.min_timestamp, row.max_timestamp))
 
     # -- running -----------------------------------------------------------------------
 
     async def _run(self, fn: Any, tasks: list[Any]) -> list[Any]:
-        """`fn` over every task in the pool, as one job per search process: a job costs
-        ~0.6 ms of pickling and hand-over, and a search plans ten and more indexes."""
+        """`fn` (a list of tasks in, their answers out) in the pool, one job per search
+        process: a job costs ~0.6 ms of pickling and hand-over, and a search plans ten
+        and more indexes."""
         loop = asyncio.get_running_loop()
         pool = self.pool()
         jobs = [tasks[i :: self.workers] for i in range(min(self.workers, len(tasks)))]
-        futures = [loop.run_in_executor(pool, search_exec.run_all, fn, job) for job in jobs]
+        futures = [loop.run_in_executor(pool, fn, job) for job in jobs]
         try:
             answers = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
         except TimeoutError:
@@ -286,10 +288,11 @@ class SearchEngine:
                 descending=descending,
                 after=after,
                 limit=limit + skip,
+                bound=None if r.span is None else r.span[1] if descending else r.span[0],
             )
 
         done = await self._execute(
-            search_exec.search_segment, task, topics, partitions, start_ms, end_ms
+            search_exec.search_many, task, topics, partitions, start_ms, end_ms
         )
         self._count(done)
         total = sum(res.total for _r, _t, res in done)
@@ -325,7 +328,7 @@ class SearchEngine:
             )
 
         done = await self._execute(
-            search_exec.aggregate_segment, task, topics, partitions, start_ms, end_ms
+            search_exec.aggregate_many, task, topics, partitions, start_ms, end_ms
         )
         self._count(done)
         return [res for _r, _t, res in done]

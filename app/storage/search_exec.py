@@ -44,6 +44,10 @@ class SegmentTask:
     # (sort value, rank, offset) of the last hit already returned.
     after: tuple[int, int, int] | None = None
     limit: int = 20
+    # The index's newest timestamp (oldest, sorting ascending) when known (sealed ones):
+    # once the indexes searched before it in the same job hold `limit` better hits, it
+    # can add none and is only counted.
+    bound: int | None = None
 
 
 @dataclass
@@ -177,13 +181,53 @@ def _count(result: Any) -> int:
     return int(result.count or 0)
 
 
-def run_all(fn: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-    return [fn(t) for t in tasks]
+def search_many(tasks: list[SegmentTask]) -> list[SegmentResult]:
+    """One job of a search: its indexes newest first (sorting by time), and those that
+    cannot hold one of the best `limit` hits only counted. Counting a term over a 1M-record
+    index took 0.8 ms against 2.8 ms for its 20 newest hits."""
+    results: list[SegmentResult | None] = [None] * len(tasks)
+    best: list[int] = []  # sort values of the hits found so far, best first
+    for i in sorted(range(len(tasks)), key=lambda i: _newest_first(tasks[i])):
+        t = tasks[i]
+        if _cannot_place(t, best):
+            results[i] = count_segment(t)
+            continue
+        res = search_segment(t)
+        results[i] = res
+        if t.sort_field == "timestamp" and res.hits:
+            best = sorted(best + [int(h[0]) for h in res.hits], reverse=t.descending)[: t.limit]
+    return [r for r in results if r is not None]
+
+
+def _newest_first(t: SegmentTask) -> tuple[int, int]:
+    if t.sort_field != "timestamp" or t.bound is None:
+        return (0, 0)  # open segments (bound unknown) first: they hold the newest records
+    return (1, -t.bound if t.descending else t.bound)
+
+
+def _cannot_place(t: SegmentTask, best: list[int]) -> bool:
+    if t.sort_field != "timestamp" or t.bound is None or len(best) < t.limit:
+        return False
+    worst = best[t.limit - 1]
+    return t.bound < worst if t.descending else t.bound > worst
+
+
+def aggregate_many(tasks: list[AggTask]) -> list[dict[str, Any] | None]:
+    return [aggregate_segment(t) for t in tasks]
 
 
 def search_segment(t: SegmentTask) -> SegmentResult:
+    return _guarded(_search, t)
+
+
+def count_segment(t: SegmentTask) -> SegmentResult:
+    """The number of matches only."""
+    return _guarded(_count_only, t)
+
+
+def _guarded(fn: Callable[[SegmentTask], SegmentResult], t: SegmentTask) -> SegmentResult:
     try:
-        return _search(t)
+        return fn(t)
     except (KeyboardInterrupt, SystemExit):
         raise
     except ValueError:
@@ -196,6 +240,15 @@ def search_segment(t: SegmentTask) -> SegmentResult:
         # pyo3 raises a Rust panic as PanicException, a BaseException that cannot be sent
         # back across the process boundary: report it as text.
         return SegmentResult(0, error=f"{type(exc).__name__}: {exc}")
+
+
+def _count_only(t: SegmentTask) -> SegmentResult:
+    index = _open(t.index_dir, t.generation, t.min_offset is not None)
+    searcher = index.searcher()
+    if searcher.num_docs == 0:
+        return SegmentResult(0)
+    base = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    return SegmentResult(_count(searcher.search(base, 1)))
 
 
 def _search(t: SegmentTask) -> SegmentResult:

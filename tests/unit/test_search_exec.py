@@ -10,7 +10,13 @@ import pytest
 
 from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
 from app.storage.registry import Registry
-from app.storage.search_exec import SegmentTask, check_query, search_segment
+from app.storage.search_exec import (
+    SegmentResult,
+    SegmentTask,
+    check_query,
+    search_many,
+    search_segment,
+)
 from tests.unit.batchgen import Record, make_batch
 from tests.unit.test_storage_segments import _append, _log, _run
 
@@ -92,3 +98,42 @@ def test_filters_and_relevance(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         check_query("value.level:(error")
     check_query("value.level:error AND NOT warn")
+
+
+def _index_at(data_dir: Path, ts0: int) -> str:
+    """30 records, a third of them errors, stamped ts0 .. ts0 + 5."""
+    plog = _log(data_dir)
+    for b in range(6):
+        levels = [LEVELS[(b + j) % 3] for j in range(5)]
+        recs = [Record(json.dumps({"level": lv}).encode()) for lv in levels]
+        _append(plog, make_batch(recs, timestamp=ts0 + b))
+    registry = Registry(data_dir / "registry.sqlite")
+    pi = PartitionIndexer(WorkerConfig(data_dir), registry, "t", 0, 0)
+    _run(pi, plog)
+    pi.close()
+    registry.close()
+    return str(pi.index_dir)
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_indexes_that_cannot_place_a_hit_are_only_counted(tmp_path: Path, descending: bool) -> None:
+    spans = [(1000, 1005), (3000, 3005), (2000, 2005)]
+    dirs = [_index_at(tmp_path / f"i{n}", lo) for n, (lo, _hi) in enumerate(spans)]
+
+    def task(d: str, span: tuple[int, int], bounded: bool) -> SegmentTask:
+        bound = (span[1] if descending else span[0]) if bounded else None
+        return SegmentTask(d, 0, "value.level:error", descending=descending, limit=4, bound=bound)
+
+    pruned = search_many([task(d, s, True) for d, s in zip(dirs, spans, strict=True)])
+    full = [search_segment(task(d, s, False)) for d, s in zip(dirs, spans, strict=True)]
+    assert [r.total for r in pruned] == [r.total for r in full] == [10, 10, 10]
+    sign = -1 if descending else 1
+
+    def best(results: list[SegmentResult]) -> list[tuple[float | int, int, int]]:
+        hits = [h for r in results for h in r.hits]
+        return sorted(hits, key=lambda h: (sign * h[0], sign * h[1]))[:4]
+
+    assert best(pruned) == best(full)
+    # Only the index holding the newest (oldest) records gave hits; the others were counted.
+    searched = [False, True, False] if descending else [True, False, False]
+    assert [bool(r.hits) for r in pruned] == searched

@@ -16,7 +16,7 @@ from app.storage.indexer_worker import PartitionIndexer, WorkerConfig, open_inde
 from app.storage.registry import Registry
 from app.storage.sealing import SEALING, frozen_batches
 from app.storage.search import SearchEngine
-from app.storage.search_exec import SegmentTask, search_segment
+from app.storage.search_exec import SegmentTask, search_many
 from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 
 
@@ -169,7 +169,7 @@ async def test_a_search_across_a_publish_counts_every_record_once(
                 limit=100,
             )
 
-        done = await engine._execute(search_segment, task, ["t"], None, None, None)
+        done = await engine._execute(search_many, task, ["t"], None, None, None)
         # Planned: the frozen and the open segment; again from 0: the row and the open one.
         assert planned_sizes == [2, 2]
         assert sum(res.total for _r, _t, res in done) == 80
