@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from app.storage.registry import LOCAL, UPLOADED
+from app.storage.registry import LOCAL, UPLOADED, Checkpoint
 from app.storage.sealing import SEALING
 
 from .search import iso
@@ -78,6 +78,27 @@ def _ts(ms: int | None) -> str | None:
     return None if ms is None else iso(ms)
 
 
+def _unpublished(
+    cp: Checkpoint, kind: Literal["open", "sealing"], base: int, end: int, state: dict[str, Any]
+) -> SegmentInfo:
+    """The open segment or the frozen one being packaged ([base, end)), from the indexer's
+    bookkeeping in the checkpoint."""
+    return SegmentInfo(
+        topic=cp.topic,
+        partition=cp.partition,
+        base_offset=base,
+        last_offset=end - 1,
+        min_timestamp=_ts(state.get("min_ts")),
+        max_timestamp=_ts(state.get("max_ts")),
+        min_timestamp_ms=state.get("min_ts"),
+        max_timestamp_ms=state.get("max_ts"),
+        records=int(state.get("records", 0)),
+        bytes=int(state.get("batches_len", 0)),
+        object_key=None,
+        state=kind,
+    )
+
+
 @router.get(
     "/segments",
     summary="Search segments (sealed and open) with offsets, times, sizes and state",
@@ -119,40 +140,9 @@ async def list_segments(
             continue
         state = cp.open_state
         if frozen := state.get(SEALING):
-            out.append(
-                SegmentInfo(
-                    topic=cp.topic,
-                    partition=cp.partition,
-                    base_offset=frozen["base"],
-                    last_offset=frozen["next"] - 1,
-                    min_timestamp=_ts(frozen.get("min_ts")),
-                    max_timestamp=_ts(frozen.get("max_ts")),
-                    min_timestamp_ms=frozen.get("min_ts"),
-                    max_timestamp_ms=frozen.get("max_ts"),
-                    records=int(frozen.get("records", 0)),
-                    bytes=int(frozen.get("batches_len", 0)),
-                    object_key=None,
-                    state="sealing",
-                )
-            )
-        if cp.indexed_offset <= cp.open_base or not state.get("records"):
-            continue
-        out.append(
-            SegmentInfo(
-                topic=cp.topic,
-                partition=cp.partition,
-                base_offset=cp.open_base,
-                last_offset=cp.indexed_offset - 1,
-                min_timestamp=_ts(state.get("min_ts")),
-                max_timestamp=_ts(state.get("max_ts")),
-                min_timestamp_ms=state.get("min_ts"),
-                max_timestamp_ms=state.get("max_ts"),
-                records=int(state.get("records", 0)),
-                bytes=int(state.get("batches_len", 0)),
-                object_key=None,
-                state="open",
-            )
-        )
+            out.append(_unpublished(cp, "sealing", frozen["base"], frozen["next"], frozen))
+        if cp.indexed_offset > cp.open_base and state.get("records"):
+            out.append(_unpublished(cp, "open", cp.open_base, cp.indexed_offset, state))
     out.sort(key=lambda s: (s.topic, s.partition, s.base_offset))
     per_topic: dict[str, Totals] = {}
     for s in out:

@@ -117,10 +117,16 @@ class PartitionIndexer:
         return self.cp.open_state
 
     def _fresh(self, base: int) -> None:
+        """An empty open segment at `base`, nothing else in the partition's directory."""
         shutil.rmtree(self.open_dir, ignore_errors=True)
         open_index_dir(self.open_dir, base).mkdir(parents=True)
+        self._mark_open(base, {})
+
+    def _mark_open(self, base: int, state: dict[str, Any]) -> None:
+        """The open segment's directory and base file, and its checkpoint, at `base`."""
+        open_index_dir(self.open_dir, base).mkdir(parents=True, exist_ok=True)
         (self.open_dir / "base").write_text(str(base))
-        self.cp = Checkpoint(self.topic, self.partition, base, base, {})
+        self.cp = Checkpoint(self.topic, self.partition, base, base, state)
         if not self.registry.save_checkpoint(self.cp):
             raise PartitionGone(self.topic, self.partition)
         self.searchable = base
@@ -430,27 +436,22 @@ class PartitionIndexer:
         shutil.rmtree(self.cfg.data_dir / "search" / key, ignore_errors=True)
 
     def _start_open(self, base: int, state: dict[str, Any]) -> None:
-        """A new open segment at `base` beside the frozen one."""
+        """A new open segment at `base` beside a frozen one, ready to index."""
         self.builder.reset()
-        d = open_index_dir(self.open_dir, base)
-        d.mkdir(parents=True, exist_ok=True)
-        (self.open_dir / "base").write_text(str(base))
-        self.cp = Checkpoint(self.topic, self.partition, base, base, state)
-        if not self.registry.save_checkpoint(self.cp):
-            raise PartitionGone(self.topic, self.partition)
-        self.searchable = base
-        self.index = tantivy.Index(self.schema, path=str(d))
-        self._open_writer()
-        self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115
-        self._uncommitted = 0
+        self._mark_open(base, state)
+        self._open_index()
 
     def _reset_open(self, base: int) -> None:
-        if self.writer is not None:
-            self.writer = None
+        """Everything of the partition's open and frozen segments dropped; a new one at
+        `base`."""
+        self.writer = None
         if self._batches is not None and not self._batches.closed:
             self._batches.close()
-        self._fresh(base)
         self.builder.reset()
+        self._fresh(base)
+        self._open_index()
+
+    def _open_index(self) -> None:
         self.index = tantivy.Index(self.schema, path=str(self.index_dir))
         self._open_writer()
         self._batches = open(self.open_dir / "batches.bin", "ab")  # noqa: SIM115

@@ -242,21 +242,29 @@ def _guarded(fn: Callable[[SegmentTask], SegmentResult], t: SegmentTask) -> Segm
         return SegmentResult(0, error=f"{type(exc).__name__}: {exc}")
 
 
-def _count_only(t: SegmentTask) -> SegmentResult:
+def _prepared(t: SegmentTask | AggTask) -> tuple[tantivy.Searcher, tantivy.Query] | None:
+    """The index's searcher and the task's query with its time and offset filters; None if
+    the index holds no documents."""
     index = _open(t.index_dir, t.generation, t.min_offset is not None)
     searcher = index.searcher()
     if searcher.num_docs == 0:
+        return None
+    return searcher, base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+
+
+def _count_only(t: SegmentTask) -> SegmentResult:
+    prepared = _prepared(t)
+    if prepared is None:
         return SegmentResult(0)
-    base = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    searcher, base = prepared
     return SegmentResult(_count(searcher.search(base, 1)))
 
 
 def _search(t: SegmentTask) -> SegmentResult:
-    index = _open(t.index_dir, t.generation, t.min_offset is not None)
-    searcher = index.searcher()
-    if searcher.num_docs == 0:
+    prepared = _prepared(t)
+    if prepared is None:
         return SegmentResult(0)
-    base = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    searcher, base = prepared
     after = _after(t)
     q = base if after is None else _all(base, after)
     limit = max(t.limit, 1)  # limit=0 panics inside Tantivy
@@ -296,11 +304,10 @@ def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
 
 
 def _aggregate(t: AggTask) -> dict[str, Any]:
-    index = _open(t.index_dir, t.generation, t.min_offset is not None)
-    searcher = index.searcher()
-    if searcher.num_docs == 0:
+    prepared = _prepared(t)
+    if prepared is None:
         return {}
-    q = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    searcher, q = prepared
     result: dict[str, Any] = searcher.aggregate(q, t.agg)
     return result
 
