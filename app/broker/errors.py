@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..storage import errors as se
 from ..storage.objectstore import ObjectStoreError
+from ..storage.records import RecordError
 
 NONE = 0
 UNKNOWN_SERVER_ERROR = -1
@@ -61,6 +62,7 @@ KAFKA_STORAGE_ERROR = 56
 _STORAGE: dict[type[Exception], int] = {
     ObjectStoreError: KAFKA_STORAGE_ERROR,
     se.CorruptBatch: CORRUPT_MESSAGE,
+    RecordError: CORRUPT_MESSAGE,
     se.UnsupportedMagic: UNSUPPORTED_FOR_MESSAGE_FORMAT,
     se.BatchLargerThanSegment: RECORD_LIST_TOO_LARGE,
     se.RecordTooLarge: MESSAGE_TOO_LARGE,

@@ -12,9 +12,10 @@ from typing import Any
 
 from . import metrics
 from .broker import Broker
-from .errors import UNSUPPORTED_VERSION
+from .errors import UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
 from .handlers.base import Frame, error_only_response
+from .handlers.failure import failed_response, topics_named
 from .protocol.codec import (
     API_VERSIONS_KEY,
     MalformedRequest,
@@ -26,6 +27,10 @@ from .protocol.codec import (
 from .protocol.framing import FrameDecoder, FrameTooLarge, InvalidFrame
 
 log = logging.getLogger(__name__)
+
+PRODUCE_KEY = 0
+# Kafka's text for UNKNOWN_SERVER_ERROR; what went wrong goes to the log, not the client.
+UNEXPECTED = "The server experienced an unexpected error when processing the request."
 
 # In-flight requests per connection before we stop reading from it.
 MAX_IN_FLIGHT = 256
@@ -165,19 +170,36 @@ class KafkaConnection(asyncio.Protocol):
             slot.frame = await self.broker.handle(req)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             error = "failed"
-            log.exception(
-                "request api_key=%d version=%d failed; closing connection from %s",
-                req.header.api_key,
-                req.header.api_version,
-                self.peer,
-            )
-            slot.close_after = True
+            self._fail(slot, req, exc)
         metrics.REQUESTS.labels(api, str(req.header.api_version), error).inc()
         metrics.REQUEST_SECONDS.labels(api).observe(time.perf_counter() - started)
         slot.done = True
         self._flush()
+
+    def _fail(self, slot: _Slot, req: Request, exc: Exception) -> None:
+        """Answer a request whose handler raised with its own error response, so the client
+        gets an error code for it and the connection stays usable."""
+        h = req.header
+        code = code_for(exc)
+        frame = None
+        # acks=0 expects no response: Kafka closes the connection to signal the failure.
+        if not (h.api_key == PRODUCE_KEY and int(getattr(req.body, "acks", -1)) == 0):
+            message = UNEXPECTED if code == UNKNOWN_SERVER_ERROR else str(exc)[:500]
+            frame = failed_response(req, code, message)
+        slot.frame = frame
+        slot.close_after = frame is None
+        log.error(
+            "request %s v%d (topics %s) from %s failed with error code %d%s",
+            metrics.api_name(h.api_key),
+            h.api_version,
+            ",".join(topics_named(req.body)) or "-",
+            self.peer,
+            code,
+            "; closing the connection" if frame is None else "",
+            exc_info=exc,
+        )
 
     def _close_after_pending(self) -> None:
         slot = _Slot()
