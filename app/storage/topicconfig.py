@@ -3,6 +3,7 @@ PartitionLog works from."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -66,7 +67,18 @@ _INERT_RULES: dict[str, _Rule] = {
     "segment.index.bytes": ("int", 4, INT_MAX),
     "segment.jitter.ms": ("int", 0, LONG_MAX),
     "unclean.leader.election.enable": ("enum", ("true", "false"), None),
+    # Replication throttles, set by kafka-reassign-partitions: "*" or partition:broker pairs.
+    "follower.replication.throttled.replicas": ("pattern", r"\*|(\d+:\d+(,\d+:\d+)*)?", None),
+    "leader.replication.throttled.replicas": ("pattern", r"\*|(\d+:\d+(,\d+:\d+)*)?", None),
 }
+
+# Deprecated in Kafka 3.x but still accepted there (and ignored): tools and old clients set
+# them, so rejecting them would fail those clients' topic creation and config changes.
+_DEPRECATED_RULES: dict[str, _Rule] = {
+    # A Kafka version, as Kafka's MetadataVersion accepts it: 0.10.2, 2.8, 3.0-IV1.
+    "message.format.version": ("pattern", r"\d+\.\d+(\.\d+)?(-IV\d+)?", None),
+}
+_INERT_RULES.update(_DEPRECATED_RULES)
 
 
 def default_topic_configs(
@@ -94,6 +106,11 @@ def _check(key: str, value: str, rule: _Rule) -> str:
                 key, f"invalid value {value!r} for {key}: must be between {low} and {high}"
             )
         return str(number)
+    if kind == "pattern":
+        assert isinstance(low, str)
+        if not re.fullmatch(low, value):
+            raise InvalidConfig(key, f"invalid value {value!r} for {key}")
+        return value
     assert isinstance(low, tuple)
     if kind == "enum":
         if value not in low:
@@ -120,7 +137,13 @@ def value_type(key: str) -> str | None:
         return "double"
     if kind == "enum":
         return "boolean" if low == ("true", "false") else "string"
+    if kind == "pattern":
+        return "list" if key.endswith(".replicas") else "string"
     return "list"
+
+
+def is_deprecated(key: str) -> bool:
+    return key in _DEPRECATED_RULES
 
 
 def is_inert(key: str) -> bool:

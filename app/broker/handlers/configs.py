@@ -74,6 +74,7 @@ DOCS = {
     "segment.ms": "Age at which a partition's active log segment is rolled.",
 }
 INERT_DOC = "Accepted and stored for compatibility; this broker does not act on it."
+DEPRECATED_DOC = "Deprecated in Kafka 3.x, which ignores it; accepted, stored and ignored."
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,10 @@ def topic_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
                 (BROKER_NAME.get(key, key), defaults[key], _default_source(key, defaults[key]))
             )
         value, source = synonyms[0][1], synonyms[0][2]
-        doc = INERT_DOC if topicconfig.is_inert(key) else DOCS.get(key)
+        if topicconfig.is_deprecated(key):
+            doc: str | None = DEPRECATED_DOC
+        else:
+            doc = INERT_DOC if topicconfig.is_inert(key) else DOCS.get(key)
         kind = topicconfig.value_type(key) or "string"
         out.append(Entry(key, value, source, kind, False, tuple(synonyms), doc))
     return out
