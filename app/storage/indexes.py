@@ -72,7 +72,8 @@ class OffsetIndex:
 
 class TimeIndex:
     """Entries (max timestamp so far, relative offset where it was found), timestamps
-    strictly increasing."""
+    strictly increasing. A negative timestamp means the batch had none (-1): like Kafka's,
+    the index never holds one, so a lookup by time never finds such batches."""
 
     __slots__ = ("rel_offsets", "timestamps")
 
@@ -84,7 +85,7 @@ class TimeIndex:
         return len(self.timestamps)
 
     def maybe_append(self, timestamp: int, rel_offset: int) -> None:
-        if not self.timestamps or timestamp > self.timestamps[-1]:
+        if timestamp > (self.timestamps[-1] if self.timestamps else -1):
             self.timestamps.append(timestamp)
             self.rel_offsets.append(rel_offset)
 
@@ -110,10 +111,9 @@ class TimeIndex:
         if len(data) % _TIME_ENTRY.size:
             return None
         index = cls()
-        prev_ts = None
-        prev_rel = -1
+        prev_ts = prev_rel = -1
         for ts, rel in _TIME_ENTRY.iter_unpack(data):
-            if (prev_ts is not None and ts <= prev_ts) or rel < prev_rel or rel > max_rel_offset:
+            if ts <= prev_ts or rel < prev_rel or rel > max_rel_offset:
                 return None
             index.timestamps.append(ts)
             index.rel_offsets.append(rel)

@@ -176,7 +176,7 @@ class PartitionLog:
         buf = bytearray(memoryview(data)[first_start:last_end])
         count = sum(h.last_offset_delta + 1 for _s, _e, h in batches)
         incoming_ts = now_ms if cfg.log_append_time else max(h.max_timestamp for *_, h in batches)
-        self._maybe_roll(len(buf), incoming_ts, count)
+        self._maybe_roll(len(buf), now_ms, incoming_ts, count)
 
         seg = self._wal.active
         offset = base = self.log_end_offset
@@ -221,17 +221,14 @@ class PartitionLog:
             self._fsync.mark_dirty(self, urgent=mode == "always")
         return AppendResult(base, offset - 1, append_time, self.log_start_offset)
 
-    def _maybe_roll(self, incoming_bytes: int, incoming_ts: int, count: int) -> None:
+    def _maybe_roll(self, incoming_bytes: int, now_ms: int, incoming_ts: int, count: int) -> None:
         seg = self._wal.active
         if seg.size == 0:
             return
         cfg = self.config
-        too_old = (
-            seg.first_timestamp is not None and incoming_ts - seg.first_timestamp > cfg.segment_ms
-        )
         if (
             seg.size + incoming_bytes > cfg.segment_bytes
-            or too_old
+            or seg.roll_age(now_ms, incoming_ts) > cfg.segment_ms
             or self.log_end_offset + count - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
         ):
             self._roll()
@@ -414,7 +411,7 @@ class PartitionLog:
             while (
                 count < len(segs)
                 and segs[count].size > 0
-                and now_ms - segs[count].max_timestamp > cfg.retention_ms
+                and now_ms - segs[count].largest_timestamp() > cfg.retention_ms
             ):
                 count += 1
             deleted += self._delete_oldest(count)

@@ -32,7 +32,9 @@ def first_record_at_or_after(
 
 
 def wal_offset_for_timestamp(plog: PartitionLog, ts: int) -> tuple[int, int] | None:
-    """(offset, timestamp) of the first record in the local WAL stamped at or after `ts`."""
+    """(offset, timestamp) of the first record in the local WAL stamped at or after `ts`.
+    Records without a timestamp (-1) are never found, whatever `ts` is (as in Kafka)."""
+    ts = max(ts, 0)
     hw, start = plog.high_watermark, plog.log_start_offset
     for seg in plog.wal.segments:
         if seg.max_timestamp < ts or seg.next_offset <= start:

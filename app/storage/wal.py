@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import time
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
@@ -50,6 +51,8 @@ class WalSegment:
         self.max_timestamp_offset = -1
         # Max timestamp of the first batch: segment.ms is measured from it, like Kafka.
         self.first_timestamp: int | None = None
+        # Kafka's segment.ms counts from here when the first batch had no timestamp.
+        self.created_ms = int(time.time() * 1000)
         self.offset_index = OffsetIndex()
         self.time_index = TimeIndex()
         self.sealed = False
@@ -211,6 +214,23 @@ class WalSegment:
             self._bytes_since_index = 0
         self._bytes_since_index += size
         self.next_offset = last_offset + 1
+
+    def largest_timestamp(self) -> int:
+        """What retention.ms measures from: the max timestamp, or, when no batch had one,
+        the file's last write (as in Kafka), so records without a timestamp never look old."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        try:
+            return os.stat(self.path).st_mtime_ns // 1_000_000
+        except FileNotFoundError:
+            return self.created_ms
+
+    def roll_age(self, now_ms: int, incoming_ts: int) -> int:
+        """How old the segment is for segment.ms: Kafka counts from the first batch's max
+        timestamp, or from the segment's creation if that batch had none."""
+        if self.first_timestamp is not None and self.first_timestamp >= 0:
+            return incoming_ts - self.first_timestamp
+        return now_ms - self.created_ms
 
     def append(self, data: bytes | bytearray | memoryview, batches: list[Appended]) -> None:
         """Write `data` (the batches, back to back) at the end of the file: page cache only,
