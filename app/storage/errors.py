@@ -88,3 +88,16 @@ class InvalidPartitions(StorageError):
 class InvalidReplicationFactor(StorageError):
     """A replication factor this single-node broker cannot honour
     (INVALID_REPLICATION_FACTOR)."""
+
+
+class InvalidRecords(StorageError):
+    """A batch with records the topic refuses (INVALID_RECORD): the whole batch is rejected
+    and `record_errors` says which records, by their index in the batch, and why."""
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors
+
+
+class InvalidTimestamps(InvalidRecords):
+    """Records whose CreateTime is outside the topic's allowed range (INVALID_TIMESTAMP)."""

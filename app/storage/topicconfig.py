@@ -36,6 +36,9 @@ _RULES: dict[str, _Rule] = {
         None,
     ),
     "max.message.bytes": ("int", 0, INT_MAX),
+    "message.timestamp.after.max.ms": ("int", 0, LONG_MAX),
+    "message.timestamp.before.max.ms": ("int", 0, LONG_MAX),
+    "message.timestamp.difference.max.ms": ("int", 0, LONG_MAX),
     "message.timestamp.type": ("enum", ("CreateTime", "LogAppendTime"), None),
     "min.insync.replicas": ("int", 1, INT_MAX),
     "retention.bytes": ("int", -1, LONG_MAX),
@@ -57,9 +60,6 @@ _INERT_RULES: dict[str, _Rule] = {
     "local.retention.ms": ("int", -2, LONG_MAX),
     "max.compaction.lag.ms": ("int", 1, LONG_MAX),
     "message.downconversion.enable": ("enum", ("true", "false"), None),
-    "message.timestamp.after.max.ms": ("int", 0, LONG_MAX),
-    "message.timestamp.before.max.ms": ("int", 0, LONG_MAX),
-    "message.timestamp.difference.max.ms": ("int", 0, LONG_MAX),
     "min.cleanable.dirty.ratio": ("float", 0.0, 1.0),
     "min.compaction.lag.ms": ("int", 0, LONG_MAX),
     "preallocate": ("enum", ("true", "false"), None),
@@ -176,6 +176,10 @@ class LogConfig:
     log_append_time: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     delete_enabled: bool = True
+    compact: bool = False
+    # How far a CreateTime may lie behind / ahead of the broker's clock (LONG_MAX: no limit).
+    timestamp_before_max_ms: int = LONG_MAX
+    timestamp_after_max_ms: int = LONG_MAX
 
     @classmethod
     def from_configs(cls, configs: Mapping[str, str]) -> LogConfig:
@@ -188,4 +192,16 @@ class LogConfig:
             log_append_time=merged["message.timestamp.type"] == "LogAppendTime",
             max_message_bytes=int(merged["max.message.bytes"]),
             delete_enabled="delete" in merged["cleanup.policy"].split(","),
+            compact="compact" in merged["cleanup.policy"].split(","),
+            timestamp_before_max_ms=_timestamp_bound(merged, "before"),
+            timestamp_after_max_ms=_timestamp_bound(merged, "after"),
         )
+
+
+def _timestamp_bound(configs: Mapping[str, str], side: str) -> int:
+    """Kafka's LogConfig: before/after.max.ms when set, else the deprecated
+    message.timestamp.difference.max.ms, which bounded both sides."""
+    own = configs.get(f"message.timestamp.{side}.max.ms")
+    if own is not None and int(own) != LONG_MAX:
+        return int(own)
+    return int(configs.get("message.timestamp.difference.max.ms", LONG_MAX))

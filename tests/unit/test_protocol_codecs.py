@@ -43,6 +43,7 @@ def test_produce_response_decodes_with_kio(version: int) -> None:
             [
                 PartitionResult(0, 0, 42, -1, 7),
                 PartitionResult(1, 45, -1, -1, 0, "sequence gap"),
+                PartitionResult(2, 87, -1, -1, 0, "2 bad", [(1, "no key"), (4, "too old")]),
             ],
         ),
         ("ünïcode-topic", [PartitionResult(3, 0, 1 << 40, 1_700_000_000_123, 5)]),
@@ -52,7 +53,7 @@ def test_produce_response_decodes_with_kio(version: int) -> None:
     assert corr == 99
     got = body.responses  # type: ignore[attr-defined]
     assert [t.name for t in got] == ["orders", "ünïcode-topic"]
-    p0, p1 = got[0].partition_responses
+    p0, p1, p2 = got[0].partition_responses
     assert (p0.index, int(p0.error_code), p0.base_offset) == (0, 0, 42)
     assert int(p1.error_code) == 45
     p = got[1].partition_responses[0]
@@ -62,6 +63,11 @@ def test_produce_response_decodes_with_kio(version: int) -> None:
         assert p0.log_start_offset == 7
     if version >= 8:
         assert p1.error_message == "sequence gap"
+        assert [(e.batch_index, e.batch_index_error_message) for e in p2.record_errors] == [
+            (1, "no key"),
+            (4, "too old"),
+        ]
+        assert p2.error_message == "2 bad"
 
 
 @pytest.mark.parametrize("version", range(4, 17))

@@ -61,10 +61,17 @@ BROKER_NAME = {
 }
 
 DOCS = {
-    "cleanup.policy": "delete: old segments are deleted by retention. compact is accepted "
-    "but this broker does not compact; a log without delete keeps everything.",
+    "cleanup.policy": "delete: old segments are deleted by retention. compact: records "
+    "without a key are refused; this broker does not compact yet, so a log without delete "
+    "keeps everything.",
     "compression.type": "Stored batches are kept as the producer compressed them.",
     "max.message.bytes": "Largest record batch a producer may send to this topic.",
+    "message.timestamp.after.max.ms": "How far a CreateTime may be ahead of the broker's "
+    "clock; a record further ahead fails its batch with INVALID_TIMESTAMP.",
+    "message.timestamp.before.max.ms": "How far a CreateTime may be behind the broker's "
+    "clock; an older record fails its batch with INVALID_TIMESTAMP.",
+    "message.timestamp.difference.max.ms": "Deprecated: both bounds at once, used where "
+    "message.timestamp.before/after.max.ms are not set.",
     "message.timestamp.type": "CreateTime keeps the producer's timestamps; LogAppendTime "
     "stamps batches with the broker's time.",
     "min.insync.replicas": "Single-node broker: every write is in sync on one replica.",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...storage import errors as se
 from ...storage.batch import validate_batches
+from ...storage.validation import check_records
 from .. import metrics
 from ..errors import (
     CORRUPT_MESSAGE,
@@ -57,6 +58,7 @@ def _append(
         return result
     try:
         batches = validate_batches(records)
+        check_records(records, batches, plog.config, now_ms, f"{plog.topic}-{plog.partition}")
         appended = plog.append(records, batches, now_ms)
     except se.DuplicateSequence as dup:
         # An idempotent retry: acknowledge with the original offsets.
@@ -68,6 +70,8 @@ def _append(
         result.error_code = code_for(exc)
         result.error_message = str(exc)
         result.log_start_offset = plog.log_start_offset
+        if isinstance(exc, se.InvalidRecords):
+            result.record_errors = exc.record_errors
         return result
     metrics.PRODUCE_RECORDS.labels(plog.topic).inc(sum(h.records_count for _p, _s, h in batches))
     metrics.PRODUCE_BYTES.labels(plog.topic).inc(len(records))

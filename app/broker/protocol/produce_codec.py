@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .wire import EMPTY_TAGS, I16, I32, I64, array_len, nullable_string, string
 
@@ -17,6 +17,8 @@ class PartitionResult:
     log_append_time_ms: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    # (index of the record in its batch, why it was refused): KIP-467, v8+.
+    record_errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 def encode_produce_response(
@@ -38,7 +40,12 @@ def encode_produce_response(
             if version >= 5:
                 parts.append(I64.pack(r.log_start_offset))
             if version >= 8:
-                parts.append(array_len(0, flexible))
+                parts.append(array_len(len(r.record_errors), flexible))
+                for index, message in r.record_errors:
+                    parts.append(I32.pack(index))
+                    parts.append(nullable_string(message, flexible))
+                    if flexible:
+                        parts.append(EMPTY_TAGS)
                 parts.append(nullable_string(r.error_message, flexible))
             if flexible:
                 parts.append(EMPTY_TAGS)
