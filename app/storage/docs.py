@@ -11,6 +11,7 @@ stored: a hit's record is read back from the segment's batch section by offset."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -90,10 +91,11 @@ class DocBuilder:
         return fields
 
     def doc(self, rec: Record) -> str:
-        parts = [
-            b'{"partition":%d,"offset":%d,"timestamp":%d'
-            % (self.partition, rec.offset, rec.timestamp)
-        ]
+        # A record without a timestamp (-1) gets the time it is indexed: its batch is stored
+        # as produced, so the broker's append time is not in it, and indexing follows the
+        # append closely. Never earlier than the append, so a recent time window finds it.
+        ts = rec.timestamp if rec.timestamp >= 0 else time.time_ns() // 1_000_000
+        parts = [b'{"partition":%d,"offset":%d,"timestamp":%d' % (self.partition, rec.offset, ts)]
         if rec.key is not None:
             try:
                 key = orjson.dumps(rec.key.decode())

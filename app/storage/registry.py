@@ -76,6 +76,12 @@ class SegmentRow:
     def next_offset(self) -> int:
         return self.last_offset + 1
 
+    @property
+    def largest_timestamp(self) -> int:
+        """What retention.ms measures from. Segments sealed before records without a timestamp
+        got a span have -1 here: they count from their registration instead."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.created_ms
+
     @classmethod
     def sealed(cls, object_key: str, manifest: dict[str, Any]) -> SegmentRow:
         """A new local segment's row, from the manifest `write_segment` returned."""

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,11 @@ def package(
     """Write the frozen segment's file and its search directory; returns (key, manifest).
     `frozen`: base, next, batches_len, docs, min_ts, max_ts."""
     key = object_key(topic, partition, frozen["base"], frozen["next"] - 1)
+    min_ts, max_ts = frozen.get("min_ts", 0), frozen.get("max_ts", 0)
+    if min_ts < 0:
+        # Some record had no timestamp; its document has the time it was indexed, before
+        # now, and the span must cover it (search plans by span, retention goes by its max).
+        max_ts = max(max_ts, time.time_ns() // 1_000_000)
     manifest = write_segment(
         data_dir / "segments" / key,
         topic=topic,
@@ -48,8 +54,8 @@ def package(
         batches_path=batches,
         batches_size=frozen["batches_len"],
         index_dir=index_dir,
-        min_timestamp=frozen.get("min_ts", 0),
-        max_timestamp=frozen.get("max_ts", 0),
+        min_timestamp=min_ts,
+        max_timestamp=max_ts,
         docs=frozen.get("docs", 0),
     )
     # The sealed segment's first search needs its Tantivy files as a directory: these are

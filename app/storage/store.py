@@ -284,7 +284,7 @@ class Storage:
         ]
         gone = 0
         if cfg.retention_ms >= 0:
-            while gone < len(tiered) and now_ms - tiered[gone].max_timestamp > cfg.retention_ms:
+            while gone < len(tiered) and now_ms - tiered[gone].largest_timestamp > cfg.retention_ms:
                 gone += 1
         if cfg.retention_bytes >= 0:
             excess = sum(r.size for r in tiered) + plog.size_bytes() - cfg.retention_bytes
@@ -323,7 +323,9 @@ class Storage:
         return list(await self.tiering.read(plog.topic, plog.partition, offset, max_bytes))
 
     async def offset_for_timestamp(self, plog: PartitionLog, ts: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record stamped at or after `ts`."""
+        """(offset, timestamp) of the first record stamped at or after `ts`; records without a
+        timestamp are never found (as in Kafka), also for a negative `ts`."""
+        ts = max(ts, 0)
         if plog.log_start_offset < plog.wal_start_offset:
             found = await self.tiering.offset_for_timestamp(
                 plog.topic, plog.partition, ts, plog.log_start_offset, plog.wal_start_offset
