@@ -60,6 +60,9 @@ UNSUPPORTED_ENDPOINT_TYPE = 119
 
 KAFKA_STORAGE_ERROR = 56
 
+# Kafka's text for UNKNOWN_SERVER_ERROR: what went wrong goes to the log, not the client.
+UNEXPECTED_MESSAGE = "The server experienced an unexpected error when processing the request."
+
 _STORAGE: dict[type[Exception], int] = {
     ObjectStoreError: KAFKA_STORAGE_ERROR,
     se.CorruptBatch: CORRUPT_MESSAGE,

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import metrics
 from .broker import Broker
-from .errors import UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
+from .errors import UNEXPECTED_MESSAGE, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
 from .handlers.base import Frame, error_only_response
 from .handlers.failure import failed_response, topics_named
@@ -29,8 +29,6 @@ from .protocol.framing import FrameDecoder, FrameTooLarge, InvalidFrame
 log = logging.getLogger(__name__)
 
 PRODUCE_KEY = 0
-# Kafka's text for UNKNOWN_SERVER_ERROR; what went wrong goes to the log, not the client.
-UNEXPECTED = "The server experienced an unexpected error when processing the request."
 
 # In-flight requests per connection before we stop reading from it.
 MAX_IN_FLIGHT = 256
@@ -186,7 +184,7 @@ class KafkaConnection(asyncio.Protocol):
         frame = None
         # acks=0 expects no response: Kafka closes the connection to signal the failure.
         if not (h.api_key == PRODUCE_KEY and int(getattr(req.body, "acks", -1)) == 0):
-            message = UNEXPECTED if code == UNKNOWN_SERVER_ERROR else str(exc)[:500]
+            message = UNEXPECTED_MESSAGE if code == UNKNOWN_SERVER_ERROR else str(exc)[:500]
             frame = failed_response(req, code, message)
         slot.frame = frame
         slot.close_after = frame is None

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from .conftest import Server, unique_topic
-from .rawkafka import RawKafka, request_class, schema
+from .rawkafka import RawKafka, Rec, build_batch, ms, request_class, schema
 
 HERE = Path(__file__).resolve().parent
 
@@ -94,3 +94,31 @@ def test_raw_connection_stays_open_with_per_partition_codes(broken: Server) -> N
         ]
         versions = conn.api_versions()
         assert int(versions.error_code) == 0
+
+
+def test_one_failing_partition_does_not_fail_the_others(broken: Server) -> None:
+    good, bad = unique_topic("fine"), unique_topic("boom")
+    admin = AdminClient({"bootstrap.servers": broken.bootstrap})
+    _create(admin, good, bad)
+    mod = schema(0, 9)
+    batch = build_batch([Rec(b"k", b"v")])
+    body = mod.ProduceRequest(
+        transactional_id=None,
+        acks=-1,
+        timeout=ms(10_000),
+        topic_data=tuple(
+            mod.TopicProduceData(
+                name=name, partition_data=(mod.PartitionProduceData(index=0, records=batch),)
+            )
+            for name in (bad, good)
+        ),
+    )
+    with RawKafka(broken.bootstrap) as conn:
+        response = conn.request(body)
+        codes = {
+            t.name: [(int(p.error_code), int(p.base_offset)) for p in t.partition_responses]
+            for t in response.responses
+        }
+        assert codes == {bad: [(-1, -1)], good: [(0, 0)]}
+        assert int(conn.api_versions().error_code) == 0
+    assert "produce to " + bad + "-0 failed" in broken.stderr_text()

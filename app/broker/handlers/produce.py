@@ -16,6 +16,7 @@ from ..errors import (
     CORRUPT_MESSAGE,
     INVALID_REQUIRED_ACKS,
     INVALID_TOPIC_EXCEPTION,
+    UNEXPECTED_MESSAGE,
     UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_OR_PARTITION,
     code_for,
@@ -72,6 +73,14 @@ def _append(
         result.log_start_offset = plog.log_start_offset
         if isinstance(exc, se.InvalidRecords):
             result.record_errors = exc.record_errors
+        return result
+    except Exception:
+        # One partition's bug must not fail the others of the request, which may already be
+        # appended: a client retrying all of them would store those twice.
+        log.exception("produce to %s-%d failed", plog.topic, plog.partition)
+        result.error_code = UNKNOWN_SERVER_ERROR
+        result.error_message = UNEXPECTED_MESSAGE
+        result.log_start_offset = plog.log_start_offset
         return result
     metrics.PRODUCE_RECORDS.labels(plog.topic).inc(sum(h.records_count for _p, _s, h in batches))
     metrics.PRODUCE_BYTES.labels(plog.topic).inc(len(records))
