@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import NONE
+
 EMPTY = "Empty"
 PREPARING = "PreparingRebalance"
 COMPLETING = "CompletingRebalance"
@@ -131,7 +133,29 @@ class Group:
         return votes.most_common(1)[0][0]
 
     def all_joined(self) -> bool:
+        """Kafka's hasAllMembersJoined: every member awaits its JoinGroup answer, and no
+        member id handed out with MEMBER_ID_REQUIRED is still to come back."""
         return not self.pending and all(m.join_future is not None for m in self.members.values())
+
+    def join_result(self, member: Member) -> JoinResult:
+        result = JoinResult(
+            NONE,
+            member.member_id,
+            self.generation,
+            self.protocol_type,
+            self.protocol_name,
+            self.leader_id or "",
+        )
+        if member.member_id == self.leader_id:
+            result.members = [
+                (m.member_id, m.instance_id, m.metadata_for(self.protocol_name))
+                for m in self.members.values()
+            ]
+        return result
+
+    def rebalance_timeout(self) -> float:
+        """Seconds a join phase waits for members to rejoin: the longest any member asked."""
+        return max((m.rebalance_ms for m in self.members.values()), default=0) / 1000
 
     def member_by_instance(self, instance_id: str | None) -> Member | None:
         if instance_id is None:

@@ -28,6 +28,7 @@ from .group_model import (
     Member,
     SyncResult,
 )
+from .group_static import current_generation_result, keeps_assignment, replace_static_member
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,9 @@ class GroupCoordinator:
             return await self._wait_join(group, member)
         if group.state == COMPLETING and not changed:
             # The member lost our response: give it the same generation again.
-            return self._join_result(group, member)
+            return group.join_result(member)
         if group.state == STABLE and not changed and member.member_id != group.leader_id:
-            return self._join_result(group, member)
+            return group.join_result(member)
         self._prepare_rebalance(group, f"member {member_id} rejoined")
         return await self._wait_join(group, member)
 
@@ -181,23 +182,13 @@ class GroupCoordinator:
         """A static member came back under a new member id: fence the old id."""
         self._finish_join(old, JoinResult(e.FENCED_INSTANCE_ID, old.member_id))
         self._finish_sync(old, SyncResult(e.FENCED_INSTANCE_ID))
-        del group.members[old.member_id]
-        new.assignment = old.assignment
-        group.members[new.member_id] = new
-        assert new.instance_id is not None
-        group.static[new.instance_id] = new.member_id
-        was_leader = group.leader_id == old.member_id
-        if was_leader:
-            group.leader_id = new.member_id
+        old_leader = group.leader_id
+        replace_static_member(group, old, new)
         new.touch()
-        unchanged = old.protocols == new.protocols
-        if group.state == STABLE and unchanged and (not was_leader or new.join_version >= 9):
-            # Same subscription: hand back the current generation without a
-            # rebalance; the member's SyncGroup returns its old assignment.
+        if keeps_assignment(group, old, new):
+            # The member's SyncGroup returns its old assignment.
             self._persist(group)
-            result = self._join_result(group, new)
-            result.skip_assignment = was_leader
-            return result
+            return current_generation_result(group, new, old_leader)
         if group.state != PREPARING:
             self._prepare_rebalance(group, f"static member {new.instance_id} rejoined")
         return await self._wait_join(group, new)
@@ -209,7 +200,7 @@ class GroupCoordinator:
         member.touch()
         if group.state == PREPARING and group.initial_join:
             # Give members starting together a moment so they share one rebalance.
-            cap = time.monotonic() + max(m.rebalance_ms for m in group.members.values()) / 1000
+            cap = time.monotonic() + group.rebalance_timeout()
             group.join_deadline = min(
                 cap, max(group.join_deadline, time.monotonic() + self.initial_delay)
             )
@@ -218,9 +209,8 @@ class GroupCoordinator:
         return await self._wait_join(group, member)
 
     async def _wait_join(self, group: Group, member: Member) -> JoinResult:
-        if member.join_future is not None and not member.join_future.done():
-            # A duplicate JoinGroup replaces the earlier one, which gets an error.
-            member.join_future.set_result(JoinResult(e.REBALANCE_IN_PROGRESS, member.member_id))
+        # A duplicate JoinGroup replaces the earlier one, which gets an error.
+        self._finish_join(member, JoinResult(e.REBALANCE_IN_PROGRESS, member.member_id))
         fut: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         member.join_future = fut
         self._maybe_complete_join(group)
@@ -237,7 +227,7 @@ class GroupCoordinator:
         was_empty = group.state == EMPTY
         group.state = PREPARING
         now = time.monotonic()
-        timeout = max((m.rebalance_ms for m in group.members.values()), default=0) / 1000
+        timeout = group.rebalance_timeout()
         group.initial_join = was_empty
         group.join_deadline = now + (min(self.initial_delay, timeout) if was_empty else timeout)
         log.info("group %s: preparing rebalance (%s)", group.group_id, reason)
@@ -247,10 +237,18 @@ class GroupCoordinator:
             self._complete_join(group)
 
     def _complete_join(self, group: Group) -> None:
+        joined = [m for m in group.members.values() if m.join_future is not None]
         for m in list(group.members.values()):
-            if m.join_future is None:
+            # A static member that did not rejoin keeps its place (and is assigned
+            # partitions) until its session expires, as in Kafka: it may be restarting.
+            if m.join_future is None and m.instance_id is None:
                 log.info("group %s: member %s did not rejoin", group.group_id, m.member_id)
                 self._drop_member(group, m)
+        if group.members and not joined:
+            # Only static members that have not rejoined: no one could lead the next
+            # generation, so wait another rebalance timeout for them or their expiry.
+            group.join_deadline = time.monotonic() + group.rebalance_timeout()
+            return
         # Pending ids stay valid: their owners are between MEMBER_ID_REQUIRED and
         # the JoinGroup that uses the id, and join the next generation.
         group.initial_join = False
@@ -260,8 +258,8 @@ class GroupCoordinator:
             return
         group.protocol_name = group.select_protocol()
         group.protocol_type = next(iter(group.members.values())).protocol_type
-        if group.leader_id not in group.members:
-            group.leader_id = next(iter(group.members))
+        if group.leader_id not in {m.member_id for m in joined}:
+            group.leader_id = joined[0].member_id
         group.state = COMPLETING
         log.info(
             "group %s: generation %d with %d members",
@@ -271,23 +269,7 @@ class GroupCoordinator:
         )
         for m in group.members.values():
             m.touch()
-            self._finish_join(m, self._join_result(group, m))
-
-    def _join_result(self, group: Group, member: Member) -> JoinResult:
-        result = JoinResult(
-            e.NONE,
-            member.member_id,
-            group.generation,
-            group.protocol_type,
-            group.protocol_name,
-            group.leader_id or "",
-        )
-        if member.member_id == group.leader_id:
-            result.members = [
-                (m.member_id, m.instance_id, m.metadata_for(group.protocol_name))
-                for m in group.members.values()
-            ]
-        return result
+            self._finish_join(m, group.join_result(m))
 
     # -- SyncGroup / Heartbeat / LeaveGroup ------------------------------------------
 
@@ -333,8 +315,7 @@ class GroupCoordinator:
         if group.state != COMPLETING:
             return SyncResult(e.UNKNOWN_MEMBER_ID)
         fut: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
-        if member.sync_future is not None and not member.sync_future.done():
-            member.sync_future.set_result(SyncResult(e.REBALANCE_IN_PROGRESS))
+        self._finish_sync(member, SyncResult(e.REBALANCE_IN_PROGRESS))
         member.sync_future = fut
         if member_id == group.leader_id:
             for m in group.members.values():
@@ -385,7 +366,9 @@ class GroupCoordinator:
                 member = group.members.get(member_id)
             if member is None:
                 code = e.UNKNOWN_MEMBER_ID if member_id not in group.pending else e.NONE
-                group.pending.pop(member_id, None)
+                if group.pending.pop(member_id, None) is not None:
+                    # The join phase may have been waiting for this id only.
+                    self._maybe_complete_join(group)
                 results.append((member_id, instance_id, code))
                 continue
             log.info("group %s: member %s left", group_id, member.member_id)
@@ -421,15 +404,18 @@ class GroupCoordinator:
         self._persist(group)
         log.info("group %s: empty (generation %d)", group.group_id, group.generation)
 
+    # A member awaits its answer from the request until the answer is decided, not until
+    # its handler resumes: in between it must not count as joined for the next phase.
+
     @staticmethod
     def _finish_join(member: Member, result: JoinResult) -> None:
-        fut = member.join_future
+        fut, member.join_future = member.join_future, None
         if fut is not None and not fut.done():
             fut.set_result(result)
 
     @staticmethod
     def _finish_sync(member: Member, result: SyncResult) -> None:
-        fut = member.sync_future
+        fut, member.sync_future = member.sync_future, None
         if fut is not None and not fut.done():
             fut.set_result(result)
 
