@@ -282,6 +282,30 @@ class RawKafka:
             )
         )
 
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        """CreateTopics v7 of one topic on this broker, which must succeed."""
+        mod = schema(19, 7)
+        resp = self.request(
+            mod.CreateTopicsRequest(
+                topics=(
+                    mod.CreatableTopic(
+                        name=topic,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        assignments=(),
+                        configs=(),
+                    ),
+                ),
+                timeout=ms(10_000),
+                validate_only=False,
+            )
+        )
+        (t,) = resp.topics
+        if (t.name, t.error_code) != (topic, 0):
+            raise AssertionError(
+                f"CreateTopics {topic}: error {int(t.error_code)} {t.error_message}"
+            )
+
     def produce_request(
         self, topic: str, partition: int, records: bytes, acks: int = -1, version: int = 9
     ) -> Any:

@@ -15,24 +15,7 @@ LATEST = -1
 
 def _topic(raw: RawKafka, partitions: int = 1) -> str:
     topic = unique_topic("proto")
-    mod = schema(19, 5)
-    resp = raw.request(
-        mod.CreateTopicsRequest(
-            topics=(
-                mod.CreatableTopic(
-                    name=topic,
-                    num_partitions=partitions,
-                    replication_factor=1,
-                    assignments=(),
-                    configs=(),
-                ),
-            ),
-            timeout=ms(10_000),
-            validate_only=False,
-        )
-    )
-    (t,) = resp.topics
-    assert (t.name, t.error_code) == (topic, 0)
+    raw.create_topic(topic, partitions)
     return topic
 
 
