@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -31,8 +32,28 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 PRODUCER_ID_BLOCK = 1000
 # Kafka moves a transactional id to a new producer id before the epoch (int16) runs out.
 MAX_PRODUCER_EPOCH = 2**15 - 2
-# Kafka limits a partition count to int32; this also keeps a typo from creating a million dirs.
-MAX_PARTITIONS = 100_000
+# Kafka's KRaft controller writes at most 10,000 records per request (one per partition), so a
+# larger topic is refused there too; creating them all here would also hold the event loop
+# for seconds.
+MAX_PARTITIONS = 10_000
+# Every partition keeps its active WAL segment open; the other half of the open-file limit is
+# for connections, sealed segments being read and the databases.
+FDS_PER_PARTITION_BUDGET = 2
+
+
+class PartitionLimit(InvalidPartitions):
+    """More partitions than this broker takes (Kafka's POLICY_VIOLATION): a count within
+    Kafka's range that would still exhaust the broker."""
+
+
+def partition_budget() -> int | None:
+    """Partitions this process can hold open, None when its open-file limit is unlimited.
+    Beyond it, opening a partition fails half-way through creating a topic (EMFILE) and the
+    broker could no longer start with that topic."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return soft // FDS_PER_PARTITION_BUDGET
 
 
 @dataclass(frozen=True)
@@ -149,11 +170,23 @@ class MetadataStore:
         for other in self._topics:
             if _collision_key(other) == key:
                 raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
-        if not 1 <= partitions <= MAX_PARTITIONS:
-            raise InvalidPartitions(
-                f"number of partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
-            )
+        if partitions < 1:
+            raise InvalidPartitions(f"number of partitions must be at least 1, not {partitions}")
+        self._check_partition_limits(partitions, partitions)
         return TopicMeta(name, uuid.uuid4(), partitions, self.validate_topic_configs(configs))
+
+    def _check_partition_limits(self, count: int, added: int) -> None:
+        if count > MAX_PARTITIONS:
+            raise PartitionLimit(
+                f"a topic may have at most {MAX_PARTITIONS} partitions, not {count}"
+            )
+        budget = partition_budget()
+        held = sum(t.partitions for t in self._topics.values())
+        if budget is not None and held + added > budget:
+            raise PartitionLimit(
+                f"this broker holds {held} partitions and can hold at most {budget} (half its "
+                f"open-file limit); {added} more do not fit: raise `ulimit -n`"
+            )
 
     def create_topic(
         self, name: str, partitions: int, configs: Mapping[str, str | None]
@@ -191,8 +224,7 @@ class MetadataStore:
                 f"topic {name!r} has {meta.partitions} partitions; the new count {total} "
                 "must be larger"
             )
-        if total > MAX_PARTITIONS:
-            raise InvalidPartitions(f"number of partitions cannot exceed {MAX_PARTITIONS}")
+        self._check_partition_limits(total, total - meta.partitions)
         return replace(meta, partitions=total)
 
     def add_partitions(self, name: str, total: int) -> TopicMeta:

@@ -6,10 +6,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ...storage.metadata import TopicMeta
+from ...storage.metadata import TopicMeta, validate_topic_name
 from ..errors import INVALID_TOPIC_EXCEPTION, NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+from .topics import creation_error
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -64,13 +65,18 @@ def _lookup(broker: Broker, mod: Any, name: str, auto_create: bool) -> Any:
     if meta is not None:
         return _topic_entry(broker, mod, meta)
     if not auto_create:
+        # Kafka validates a name it does not know, creating it or not.
+        try:
+            validate_topic_name(name)
+        except se.InvalidTopic:
+            return _error_entry(mod, name, None, INVALID_TOPIC_EXCEPTION)
         return _error_entry(mod, name, None, UNKNOWN_TOPIC_OR_PARTITION)
     try:
         meta = broker.storage.create_topic(name, broker.settings.default_partitions, {})
     except se.TopicExists:
         meta = broker.storage.metadata.get(name)
-    except se.InvalidTopic:
-        return _error_entry(mod, name, None, INVALID_TOPIC_EXCEPTION)
+    except se.StorageError as exc:
+        return _error_entry(mod, name, None, creation_error(exc))
     if meta is None:
         return _error_entry(mod, name, None, UNKNOWN_TOPIC_OR_PARTITION)
     log.info("auto-created topic %s with %d partitions", name, meta.partitions)
@@ -92,8 +98,14 @@ async def handle(broker: Broker, req: Request) -> Frame:
         for meta in sorted(broker.storage.metadata.topics().values(), key=lambda m: m.name):
             topics.append(_topic_entry(broker, mod, meta))
     else:
+        # Kafka answers a topic named twice once.
+        seen: set[Any] = set()
         for t in requested:
             name = getattr(t, "name", None)
+            key = name if name is not None else getattr(t, "topic_id", None)
+            if key in seen:
+                continue
+            seen.add(key)
             topic_id = getattr(t, "topic_id", None)
             if name is None and topic_id is not None and topic_id.int != 0:
                 found = broker.storage.metadata.get_by_id(topic_id)

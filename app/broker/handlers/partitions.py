@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ..errors import INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST, NONE, code_for
+from ..errors import INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST, NONE
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+from .topics import creation_error
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -44,8 +46,7 @@ def _create(broker: Broker, t: Any, validate_only: bool) -> tuple[int, str | Non
     try:
         meta = metadata.validate_add_partitions(t.name, total)
     except se.StorageError as exc:
-        code = code_for(exc)
-        return (code if code != -1 else INVALID_PARTITIONS), str(exc)
+        return creation_error(exc), str(exc)
     current = metadata.get(t.name)
     assert current is not None
     problem = _check_assignments(broker, t, total - current.partitions)
@@ -60,11 +61,11 @@ def _create(broker: Broker, t: Any, validate_only: bool) -> tuple[int, str | Non
 async def handle(broker: Broker, req: Request) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(req.body.validate_only)
-    names = [t.name for t in req.body.topics]
+    counts = Counter(t.name for t in req.body.topics)
     results = []
     for t in req.body.topics:
         message: str | None
-        if names.count(t.name) > 1:
+        if counts[t.name] > 1:
             code, message = INVALID_REQUEST, "topic listed twice in one request"
         else:
             code, message = _create(broker, t, validate_only)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
+from ...storage import metadata
+from ...storage.metadata import PartitionLimit
 from ..errors import (
+    INVALID_PARTITIONS,
+    INVALID_REPLICA_ASSIGNMENT,
     INVALID_REPLICATION_FACTOR,
     INVALID_REQUEST,
     NONE,
+    POLICY_VIOLATION,
+    UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_ID,
     UNKNOWN_TOPIC_OR_PARTITION,
     code_for,
@@ -38,6 +46,72 @@ SOURCE_TOPIC = 1
 SOURCE_DEFAULT = 5
 
 
+@dataclass
+class RequestError(Exception):
+    """A request entry Kafka rejects before storage sees it."""
+
+    code: int
+    message: str
+
+
+def creation_error(exc: se.StorageError) -> int:
+    """The Kafka code for a topic or partition that could not be created."""
+    if isinstance(exc, PartitionLimit):
+        return POLICY_VIOLATION
+    code = code_for(exc)
+    return code if code != UNKNOWN_SERVER_ERROR else INVALID_REQUEST
+
+
+def _check_assignments(broker: Broker, t: Any) -> int:
+    """The partition count of explicit assignments, checked as KRaft's
+    ReplicationControlManager.createTopic checks them; raises RequestError."""
+    if int(t.replication_factor) != -1 or int(t.num_partitions) != -1:
+        raise RequestError(
+            INVALID_REQUEST,
+            "a manual partition assignment was given, so num_partitions and "
+            "replication_factor must be -1",
+        )
+    indexes = set()
+    for a in t.assignments:
+        if a.partition_index in indexes:
+            raise RequestError(
+                INVALID_REPLICA_ASSIGNMENT,
+                f"partition {a.partition_index} is assigned more than once",
+            )
+        indexes.add(a.partition_index)
+        if tuple(a.broker_ids) != (broker.node_id,):
+            raise RequestError(
+                INVALID_REPLICA_ASSIGNMENT,
+                f"replica assignment {list(a.broker_ids)} of partition {a.partition_index} is "
+                f"not possible: this cluster has one broker ({broker.node_id})",
+            )
+    if indexes != set(range(len(indexes))):
+        raise RequestError(
+            INVALID_REPLICA_ASSIGNMENT, "partitions should be a consecutive 0-based sequence"
+        )
+    return len(indexes)
+
+
+def _partition_count(broker: Broker, t: Any) -> int:
+    if t.assignments:
+        return _check_assignments(broker, t)
+    rf = int(t.replication_factor)
+    if rf < -1 or rf == 0:
+        raise RequestError(
+            INVALID_REPLICATION_FACTOR,
+            "replication factor must be larger than 0, or -1 to use the default value",
+        )
+    metadata.validate_replication_factor(rf)
+    partitions = int(t.num_partitions)
+    if partitions == -1:
+        return broker.settings.default_partitions
+    if partitions < 1:
+        raise RequestError(
+            INVALID_PARTITIONS, f"number of partitions must be at least 1, not {partitions}"
+        )
+    return partitions
+
+
 def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
     result: dict[str, Any] = {
         "name": t.name,
@@ -48,29 +122,20 @@ def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
         "replication_factor": -1,
         "configs": None,
     }
-    partitions = int(t.num_partitions)
-    if t.assignments:
-        partitions = len(t.assignments)
-    elif partitions == -1:
-        partitions = broker.settings.default_partitions
     try:
-        if int(t.replication_factor) not in (-1, 1) or any(
-            tuple(a.broker_ids) != (broker.node_id,) for a in t.assignments
-        ):
-            raise se.InvalidReplicationFactor(
-                f"replication factor must be 1: this cluster has one broker ({broker.node_id})"
-            )
+        partitions = _partition_count(broker, t)
         configs: dict[str, str] = {}
         for c in t.configs:
             if c.value is None:
                 raise se.InvalidConfig(c.name, f"config {c.name} has a null value")
             configs[c.name] = c.value
         meta = broker.storage.create_topic(t.name, partitions, configs, validate_only=validate_only)
+    except RequestError as exc:
+        result["error_code"] = err(exc.code)
+        result["error_message"] = exc.message
+        return build(mod.CreatableTopicResult, **result)
     except se.StorageError as exc:
-        code = code_for(exc)
-        if isinstance(exc, se.InvalidReplicationFactor):
-            code = INVALID_REPLICATION_FACTOR
-        result["error_code"] = err(code if code != -1 else INVALID_REQUEST)
+        result["error_code"] = err(creation_error(exc))
         result["error_message"] = str(exc)
         return build(mod.CreatableTopicResult, **result)
     if not validate_only:
@@ -99,10 +164,11 @@ def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
 async def create_topics(broker: Broker, req: Request) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(getattr(req.body, "validate_only", False))
-    seen: set[str] = set()
+    # Kafka creates none of the entries of a name listed twice.
+    counts = Counter(t.name for t in req.body.topics)
     results = []
     for t in req.body.topics:
-        if t.name in seen:
+        if counts[t.name] > 1:
             results.append(
                 build(
                     mod.CreatableTopicResult,
@@ -114,9 +180,33 @@ async def create_topics(broker: Broker, req: Request) -> Frame:
                 )
             )
             continue
-        seen.add(t.name)
         results.append(_create_one(broker, mod, t, validate_only))
     return respond(req, build(resp, throttle_time=NO_THROTTLE, topics=tuple(results)))
+
+
+def _deletion_key(name: str | None, topic_id: Any) -> tuple[str, Any] | str:
+    """("name", n) or ("id", i) for a topic to delete, or the message of an entry that
+    names neither or both (as KRaft's ControllerApis.deleteTopics)."""
+    has_id = topic_id is not None and topic_id.int != 0
+    if name is None and not has_id:
+        return "neither topic name nor id were specified"
+    if name is not None and has_id:
+        return "you may not specify both topic name and topic id"
+    return ("id", topic_id) if has_id else ("name", name)
+
+
+def _delete_one(broker: Broker, key: tuple[str, Any]) -> tuple[Any, int, str | None]:
+    """(meta or None, error code, message) after deleting one topic."""
+    kind, value = key
+    if kind == "id":
+        meta, missing = broker.storage.metadata.get_by_id(value), UNKNOWN_TOPIC_ID
+    else:
+        meta, missing = broker.storage.metadata.get(value), UNKNOWN_TOPIC_OR_PARTITION
+    if meta is None:
+        return None, missing, "topic does not exist"
+    broker.storage.delete_topic(meta.name)
+    log.info("deleted topic %s", meta.name)
+    return meta, NONE, None
 
 
 async def delete_topics(broker: Broker, req: Request) -> Frame:
@@ -127,20 +217,23 @@ async def delete_topics(broker: Broker, req: Request) -> Frame:
         wanted = [(t.name, t.topic_id) for t in body.topics]
     else:
         wanted = [(name, None) for name in body.topic_names]
+    keys = [_deletion_key(name, topic_id) for name, topic_id in wanted]
+    # A topic named twice is not deleted, and answered once.
+    counts = Counter(k for k in keys if not isinstance(k, str))
+    answered: set[Any] = set()
     results = []
-    for name, topic_id in wanted:
-        if name is None and topic_id is not None and topic_id.int != 0:
-            meta = broker.storage.metadata.get_by_id(topic_id)
-            missing = UNKNOWN_TOPIC_ID
+    for (name, topic_id), key in zip(wanted, keys, strict=True):
+        meta = None
+        message: str | None
+        if isinstance(key, str):
+            code, message = INVALID_REQUEST, key
+        elif counts[key] > 1:
+            if key in answered:
+                continue
+            answered.add(key)
+            code, message = INVALID_REQUEST, f"duplicate topic {key[0]}"
         else:
-            meta = broker.storage.metadata.get(name) if name is not None else None
-            missing = UNKNOWN_TOPIC_OR_PARTITION
-        code, message = NONE, None
-        if meta is None:
-            code, message = missing, "topic does not exist"
-        else:
-            broker.storage.delete_topic(meta.name)
-            log.info("deleted topic %s", meta.name)
+            meta, code, message = _delete_one(broker, key)
         results.append(
             build(
                 mod.DeletableTopicResult,
