@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from ..broker import Broker
 
 FETCH = 1
+# Kafka's broker `fetch.max.bytes` default (KIP-541): a request's max_bytes is capped at it,
+# so a client asking for 2 GiB does not make the broker read 2 GiB into memory.
+FETCH_MAX_BYTES = 57_671_680
+# Fetch session epochs (KIP-227): these two mean a full fetch, any other an incremental one.
+INITIAL_EPOCH = 0
+FINAL_EPOCH = -1
 
 
 @dataclass(slots=True)
@@ -116,15 +122,16 @@ async def _read(broker: Broker, wanted: list[_Wanted], max_bytes: int) -> tuple[
 async def handle(broker: Broker, req: Request) -> Frame:
     body = req.body
     version = req.header.api_version
-    session_id = int(getattr(body, "session_id", 0))
-    if session_id != 0:
-        # Sessions are always declined (id 0), so a client cannot hold one.
+    epoch = int(getattr(body, "session_epoch", FINAL_EPOCH))
+    if epoch not in (INITIAL_EPOCH, FINAL_EPOCH):
+        # Sessions are always declined (id 0), so no incremental fetch can name one. A full
+        # fetch is served whatever session id it carries: Kafka would close that session.
         frame = encode_fetch_response(
             version, req.header.correlation_id, [], FETCH_SESSION_ID_NOT_FOUND, 0
         )
         return frame
     topics, wanted = _plan(broker, req)
-    max_bytes = int(getattr(body, "max_bytes", 2**31 - 1))
+    max_bytes = min(int(getattr(body, "max_bytes", FETCH_MAX_BYTES)), FETCH_MAX_BYTES)
     min_bytes = int(body.min_bytes)
     deadline = time.monotonic() + body.max_wait.total_seconds()
     while True:

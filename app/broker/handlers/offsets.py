@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ..errors import NONE, UNKNOWN_TOPIC_OR_PARTITION
+from ..errors import INVALID_REQUEST, NONE, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
 
@@ -17,6 +17,13 @@ LATEST = -1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
+# The first version that may ask for each sentinel timestamp (ReplicaManager's
+# timestampMinSupportedVersion); any other negative timestamp is unsupported too.
+SENTINEL_FROM = {LATEST: 1, EARLIEST: 1, MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8}
+
+
+def _unsupported(ts: int, version: int) -> bool:
+    return ts < 0 and version < SENTINEL_FROM.get(ts, 2**15)
 
 
 async def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, int, int]:
@@ -39,15 +46,32 @@ async def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[
     return NONE, offset, found_ts
 
 
+def _duplicates(topics: Any) -> set[tuple[str, int]]:
+    seen: set[tuple[str, int]] = set()
+    dups: set[tuple[str, int]] = set()
+    for t in topics:
+        for p in t.partitions:
+            key = (t.name, int(p.partition_index))
+            (dups if key in seen else seen).add(key)
+    return dups
+
+
 async def handle(broker: Broker, req: Request) -> Frame:
     resp, mod = response_classes(req)
+    version = req.header.api_version
+    # Kafka answers every entry of a partition named twice with INVALID_REQUEST.
+    duplicated = _duplicates(req.body.topics)
     topics: list[Any] = []
     for t in req.body.topics:
         parts = []
         for p in t.partitions:
-            code, offset, ts = await _lookup(
-                broker, t.name, int(p.partition_index), int(p.timestamp)
-            )
+            index, timestamp = int(p.partition_index), int(p.timestamp)
+            if (t.name, index) in duplicated:
+                code, offset, ts = INVALID_REQUEST, -1, -1
+            elif _unsupported(timestamp, version):
+                code, offset, ts = UNSUPPORTED_VERSION, -1, -1
+            else:
+                code, offset, ts = await _lookup(broker, t.name, index, timestamp)
             parts.append(
                 build(
                     mod.ListOffsetsPartitionResponse,
