@@ -64,14 +64,15 @@ def _wanted(broker: Broker, requested: Any) -> dict[str, list[int]]:
     topics = broker.storage.metadata.topics()
     if requested is None:
         return {name: list(range(meta.partitions)) for name, meta in sorted(topics.items())}
-    out: dict[str, list[int]] = {}
+    # Dicts as ordered sets: a request may repeat a partition millions of times.
+    out: dict[str, dict[int, None]] = {}
     for t in requested:
         meta = topics.get(t.topic)
         if meta is None:
             continue
-        parts = out.setdefault(t.topic, [])
-        parts.extend(int(p) for p in t.partitions if 0 <= p < meta.partitions and p not in parts)
-    return {k: v for k, v in out.items() if v}
+        parts = out.setdefault(t.topic, {})
+        parts.update((int(p), None) for p in t.partitions if 0 <= p < meta.partitions)
+    return {k: list(v) for k, v in out.items() if v}
 
 
 async def describe_log_dirs(broker: Broker, req: Request) -> Frame:

@@ -6,9 +6,9 @@ the broker does not list FindCoordinator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import NONE
+from ..errors import INVALID_REQUEST, NONE
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, has_field, respond, response_classes
 
@@ -16,34 +16,30 @@ if TYPE_CHECKING:
     from ..broker import Broker
 
 FIND_COORDINATOR = 10
+GROUP = 0
+TRANSACTION = 1
 
 
 async def find_coordinator(broker: Broker, req: Request) -> Frame:
     resp, mod = response_classes(req)
-    ep = broker.endpoint
+    key_type = int(getattr(req.body, "key_type", GROUP))
+    found: dict[str, Any] = {"node_id": -1, "host": "", "port": -1}
+    code = INVALID_REQUEST
+    message: str | None = f"unknown coordinator type {key_type}"
+    # Kafka's CoordinatorType.forId rejects any other type (share groups need v6).
+    if key_type in (GROUP, TRANSACTION):
+        ep = broker.endpoint
+        found = {"node_id": ep.node_id, "host": ep.host, "port": ep.port}
+        code, message = NONE, None
     if has_field(resp, "coordinators"):
         keys = tuple(req.body.coordinator_keys)
         coordinators = tuple(
-            build(
-                mod.Coordinator,
-                key=k,
-                node_id=ep.node_id,
-                host=ep.host,
-                port=ep.port,
-                error_code=err(NONE),
-                error_message=None,
-            )
+            build(mod.Coordinator, key=k, error_code=err(code), error_message=message, **found)
             for k in keys
         )
         return respond(req, build(resp, throttle_time=NO_THROTTLE, coordinators=coordinators))
     body = build(
-        resp,
-        throttle_time=NO_THROTTLE,
-        error_code=err(NONE),
-        error_message=None,
-        node_id=ep.node_id,
-        host=ep.host,
-        port=ep.port,
+        resp, throttle_time=NO_THROTTLE, error_code=err(code), error_message=message, **found
     )
     return respond(req, body)
 

@@ -138,6 +138,9 @@ async def offset_delete(broker: Broker, req: Request) -> Frame:
         parts = []
         for p in t.partitions:
             code = GROUP_SUBSCRIBED_TO_TOPIC if t.name in subscribed else NONE
+            # Kafka checks a partition exists before it asks the group (KafkaApis).
+            if not _partition_exists(broker, t.name, p.partition_index):
+                code = UNKNOWN_TOPIC_OR_PARTITION
             if code == NONE:
                 doomed.append((t.name, p.partition_index))
             parts.append(

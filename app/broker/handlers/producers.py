@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import NONE
+from ..errors import INVALID_REQUEST, NONE
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
 
@@ -13,6 +13,24 @@ if TYPE_CHECKING:
 
 INIT_PRODUCER_ID = 22
 MAX_EPOCH = 32767
+# Kafka's transaction.max.timeout.ms default.
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+# Not in ..errors: only this handler answers it.
+INVALID_TRANSACTION_TIMEOUT = 50
+
+
+def _check_transactional(body: Any) -> int:
+    """TransactionCoordinator.handleInitProducerId's checks; a non-transactional producer's
+    timeout is never used, so it is not checked."""
+    txn = body.transactional_id
+    if txn is None:
+        return NONE
+    if txn == "":
+        return INVALID_REQUEST
+    timeout_ms = body.transaction_timeout.total_seconds() * 1000
+    if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
+        return INVALID_TRANSACTION_TIMEOUT
+    return NONE
 
 
 async def init_producer_id(broker: Broker, req: Request) -> Frame:
@@ -21,7 +39,10 @@ async def init_producer_id(broker: Broker, req: Request) -> Frame:
     meta = broker.storage.metadata
     current_id = int(getattr(body, "producer_id", -1))
     current_epoch = int(getattr(body, "producer_epoch", -1))
-    if body.transactional_id:
+    code = _check_transactional(body)
+    if code != NONE:
+        producer_id, epoch = -1, -1
+    elif body.transactional_id:
         producer_id, epoch = meta.transactional_producer(body.transactional_id)
     elif current_id >= 0 and 0 <= current_epoch < MAX_EPOCH - 1:
         # KIP-360: an idempotent producer asks to bump its epoch after an
@@ -32,7 +53,7 @@ async def init_producer_id(broker: Broker, req: Request) -> Frame:
     body_out = build(
         resp,
         throttle_time=NO_THROTTLE,
-        error_code=err(NONE),
+        error_code=err(code),
         producer_id=producer_id,
         producer_epoch=epoch,
     )
