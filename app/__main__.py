@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,8 +14,18 @@ from .config import load_settings
 from .service import serve
 
 
+def _raise_open_file_limit() -> None:
+    """Every partition keeps its active WAL segment open, so the partitions a broker can hold
+    follow the open-file limit: take the hard limit, as the JVM does for Kafka."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
+    _raise_open_file_limit()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

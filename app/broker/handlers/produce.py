@@ -15,7 +15,6 @@ from .. import metrics
 from ..errors import (
     CORRUPT_MESSAGE,
     INVALID_REQUIRED_ACKS,
-    INVALID_TOPIC_EXCEPTION,
     UNEXPECTED_MESSAGE,
     UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_OR_PARTITION,
@@ -24,6 +23,7 @@ from ..errors import (
 from ..protocol.codec import Request
 from ..protocol.produce_codec import PartitionResult, encode_produce_response
 from .base import ApiSpec, Frame
+from .topics import creation_error
 
 if TYPE_CHECKING:
     from ...storage.log import PartitionLog
@@ -44,8 +44,8 @@ def _resolve_topic(broker: Broker, name: str) -> int:
         broker.storage.create_topic(name, broker.settings.default_partitions, {})
     except se.TopicExists:
         pass
-    except se.InvalidTopic:
-        return INVALID_TOPIC_EXCEPTION
+    except se.StorageError as exc:
+        return creation_error(exc)
     return 0
 
 
