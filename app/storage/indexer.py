@@ -9,16 +9,17 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from app.storage import metrics
+from app.storage.indexer_pipe import WorkerPipe
 from app.storage.indexer_process import worker_main
 from app.storage.indexer_worker import WorkerConfig
 
@@ -51,7 +52,7 @@ class PartitionProgress:
 class _Worker:
     index: int
     process: BaseProcess | None = None
-    conn: Connection | None = None
+    pipe: WorkerPipe | None = None
     sent: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
@@ -101,27 +102,19 @@ class Indexer:
         )
         proc.start()
         child.close()
-        w.process, w.conn, w.sent, w.started_at = proc, parent, {}, time.monotonic()
-        w.awaiting = False
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable, w)
 
-    def _on_readable(self, w: _Worker) -> None:
-        conn = w.conn
-        if conn is None:
-            return
-        try:
-            while conn.poll():
-                self._handle(conn.recv())
-                w.awaiting = False
-        except (EOFError, OSError):
-            self._detach(w)
+        def on_message(msg: tuple[str, dict[str, Any]]) -> None:
+            w.awaiting = False
+            self._handle(msg)
+
+        w.pipe = WorkerPipe(parent, on_message, f"indexer worker {w.index}")
+        w.process, w.sent, w.started_at = proc, {}, time.monotonic()
+        w.awaiting = False
 
     def _detach(self, w: _Worker) -> None:
-        if w.conn is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(w.conn.fileno())
-            w.conn.close()
-            w.conn = None
+        if w.pipe is not None:
+            w.pipe.close()
+            w.pipe = None
 
     def _handle(self, msg: tuple[str, dict[str, Any]]) -> None:
         if msg[0] != "progress":
@@ -176,24 +169,21 @@ class Indexer:
                 metrics.INDEXER_LAG_RECORDS.remove(key[0], str(key[1]))
                 metrics.INDEXER_LAG_SECONDS.remove(key[0], str(key[1]))
         for w, wanted in zip(self._workers, by_worker, strict=True):
-            alive = w.process is not None and w.process.is_alive()
-            if not alive or w.conn is None:
-                self._restart(w)
+            cause = self._failure(w)
+            if cause is not None:
+                self._restart(w, cause)
                 continue
+            assert w.pipe is not None
             if w.awaiting:
                 continue
             changed = {k: v for k, v in wanted.items() if w.sent.get(k) != v}
             gone = [k for k in w.sent if k not in wanted]
             if not changed and not gone:
                 continue
-            try:
-                if gone:
-                    w.conn.send(("drop", gone))
-                if changed:
-                    w.conn.send(("state", changed))
-            except (BrokenPipeError, OSError):
-                self._detach(w)
-                continue
+            if gone:
+                w.pipe.send(("drop", gone))
+            if changed:
+                w.pipe.send(("state", changed))
             w.awaiting = True
             for k in gone:
                 del w.sent[k]
@@ -203,28 +193,50 @@ class Indexer:
         """A deleted topic's partitions leave their worker before anything else it is sent,
         so a topic re-created under the same name starts from nothing. (Left to the next
         tick, a delete and re-create between two ticks would look like no change at all.)"""
+        by_worker: dict[int, list[tuple[str, int]]] = {}
         for key in keys:
-            w = self._workers[self.worker_for(*key)]
-            w.sent.pop(key, None)
-            if w.conn is not None:
-                try:
-                    w.conn.send(("drop", [key]))
-                except (BrokenPipeError, OSError):
-                    self._detach(w)
+            by_worker.setdefault(self.worker_for(*key), []).append(key)
+        for index, mine in by_worker.items():
+            w = self._workers[index]
+            for key in mine:
+                w.sent.pop(key, None)
+            if w.pipe is not None:
+                w.pipe.send(("drop", mine))
 
-    def _restart(self, w: _Worker) -> None:
+    @staticmethod
+    def _failure(w: _Worker) -> str | None:
+        """Why the worker must be restarted, or None while it is healthy."""
+        proc = w.process
+        if proc is None:
+            return "was never started"
+        if not proc.is_alive():
+            code = proc.exitcode
+            if code is not None and code < 0:
+                with contextlib.suppress(ValueError):
+                    return f"was killed by {signal.Signals(-code).name}"
+            return f"exited with code {code}"
+        if w.pipe is None or w.pipe.closed:
+            return (w.pipe.lost if w.pipe is not None else None) or "lost its pipe"
+        return None
+
+    def _restart(self, w: _Worker, cause: str) -> None:
         if self._stopping:
             return
-        code = w.process.exitcode if w.process is not None else None
-        log.warning("indexer worker %d exited (code %s); restarting it", w.index, code)
-        self._detach(w)
+        log.warning(
+            "indexer worker %d (pid %s) %s; restarting it",
+            w.index,
+            w.process.pid if w.process is not None else None,
+            cause,
+        )
         if w.process is not None:
-            # It may be alive with its pipe gone: two workers must never index one partition.
+            # Killed before its pipe is closed: a live one must not go on indexing beside its
+            # successor, nor log a reset pipe on its way out.
             if w.process.is_alive():
                 w.process.kill()
             w.process.join(timeout=5)
+        self._detach(w)
         w.restarts += 1
-        metrics.INDEXER_RESTARTS.inc()
+        metrics.INDEXER_WORKER_RESTARTS.inc()
         metrics.INDEXER_ERRORS.inc()
         self.errors += 1
         self._spawn(w)
@@ -236,9 +248,8 @@ class Indexer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for w in self._workers:
-            if w.conn is not None:
-                with contextlib.suppress(Exception):
-                    w.conn.send(("stop",))
+            if w.pipe is not None:
+                w.pipe.send(("stop",))
         deadline = time.monotonic() + timeout
         for w in self._workers:
             proc = w.process

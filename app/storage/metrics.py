@@ -31,7 +31,10 @@ INDEXER_ERRORS = Counter(
     "Records or batches that could not be indexed as given (bad codec data, JSON that does "
     "not fit), and worker failures",
 )
-INDEXER_RESTARTS = Counter("chronik_indexer_restarts", "Indexer worker processes restarted")
+INDEXER_WORKER_RESTARTS = Counter(
+    "chronik_indexer_worker_restarts",
+    "Indexer worker processes restarted because they died or their pipe failed",
+)
 SEGMENTS_PUBLISHED = Counter(
     "chronik_segments_published", "Search segments uploaded to the object store"
 )

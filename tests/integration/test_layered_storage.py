@@ -233,7 +233,7 @@ def test_a_killed_indexer_worker_is_restarted_and_indexing_goes_on(
     ends = {p: len(first[p]) + len(second[p]) for p in first}
     wait_tiered(srv, topic, ends)
     restarted = wait_until(
-        lambda: metrics(srv).get(("chronik_indexer_restarts_total", ()), 0.0) >= 2,
+        lambda: metrics(srv).get(("chronik_indexer_worker_restarts_total", ()), 0.0) >= 2,
         10,
         "the restart count",
     )
