@@ -79,15 +79,31 @@ def _open_partition(
     broken: dict[tuple[str, int], tuple[float, int, int]],
 ) -> PartitionIndexer | None:
     """A partition's indexer, or None (retried after a pause) if it cannot be opened: one
-    partition's failure must not take the worker and its other partitions down."""
+    partition's failure must not take the worker and its other partitions down. None, and
+    no retry, if its topic was deleted meanwhile: the drop is on its way."""
     try:
         pi = PartitionIndexer(cfg, registry, key[0], key[1], log_start)
+    except PartitionGone:
+        return None
     except Exception:
         log.exception("%s-%d: cannot open for indexing; retrying in %gs", *key, OPEN_RETRY_S)
         broken[key] = (time.monotonic() + OPEN_RETRY_S, hw, log_start)
         return None
     pi.hw, pi.log_start = hw, log_start
     return pi
+
+
+def _drop(
+    cfg: WorkerConfig, registry: Registry, key: tuple[str, int], pi: PartitionIndexer | None
+) -> None:
+    """A deleted partition's files, and its checkpoint: a state message sent before the
+    delete but read after it made this worker create the checkpoint again, and a topic
+    re-created under the same name would have started from it, skipping its first records."""
+    if pi is not None:
+        pi.drop()
+    else:
+        shutil.rmtree(cfg.data_dir / "index" / partition_dir_name(*key), ignore_errors=True)
+    registry.drop_partition_checkpoint(*key)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -131,14 +147,8 @@ def worker_main(
                     return
                 if msg[0] == "drop":
                     for key in msg[1]:
-                        gone = parts.pop(key, None)
-                        if gone is not None:
-                            gone.drop()
-                        else:
-                            shutil.rmtree(
-                                cfg.data_dir / "index" / partition_dir_name(*key),
-                                ignore_errors=True,
-                            )
+                        _drop(cfg, registry, key, parts.pop(key, None))
+                        broken.pop(key, None)
                 elif msg[0] == "state":
                     for key, (hw, log_start) in msg[1].items():
                         pi = parts.get(key)
@@ -181,7 +191,9 @@ def worker_main(
                     k: (p.searchable, p.cp.open_base, p.last_commit_ms) for k, p in parts.items()
                 }
                 conn.send(("progress", {"parts": parts_state, **_drain(parts)}))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+    except (EOFError, ConnectionError, KeyboardInterrupt):
+        # The service is gone (a reset, not only a closed pipe, when it died with reports
+        # unread).
         pass
     finally:
         registry.close()

@@ -99,7 +99,8 @@ class PartitionIndexer:
         if cp is None:
             registry.create_checkpoint(Checkpoint(topic, partition, start, start, {}))
             cp = registry.checkpoint(topic, partition)
-            assert cp is not None
+            if cp is None:
+                raise PartitionGone(topic, partition)
         self.cp = cp
         self._recover()
         # Every record below this is in a Tantivy commit (searchable); cp.indexed_offset runs
@@ -254,7 +255,13 @@ class PartitionIndexer:
             self._skip_to(self.log_start)
         busy = False
         if cp.indexed_offset < self.hw:
-            busy = self._index_some()
+            try:
+                busy = self._index_some()
+            except FileNotFoundError:
+                # The topic was deleted under this step (its log directory with it).
+                if self.wal.directory.is_dir():
+                    raise
+                raise PartitionGone(self.topic, self.partition) from None
         if self._uncommitted:
             waited = (now - self._first_uncommitted) * 1000
             if waited >= self.cfg.commit_ms or (not busy and waited >= IDLE_COMMIT_MS):
