@@ -211,8 +211,8 @@ def test_static_member_restart_keeps_assignment_without_rebalance(server: Server
         )
         members.append(a)
         wait_until(lambda: a.state.partitions() == frozenset(range(6)), 30, a.state.summary)
-        # B joins second, so A stays the leader and B is the one restarted (a restarted
-        # leader may rightly trigger a rebalance before JoinGroup v9)
+        # B joins second, so A stays the leader and B, a follower, is the one restarted
+        # (test_groups_static.py restarts a leader)
         b = start_member(
             "confluent", bootstrap, group, topic, name="B", conf={"group.instance.id": "inst-b"}
         )
