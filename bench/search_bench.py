@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import index_bench as ib
 from broker_bench import RssSampler, ServerProcess, create_topic, emit, pct, watermarks
 
-from app.storage.indexer_worker import open_index_dir
-from app.storage.search_exec import base_query, rewrite_query
+from app.storage.index.partition_indexer import open_index_dir
+from app.storage.search.execute import base_query, rewrite_query
 
 HOUR, DAY = 3_600_000, 86_400_000
 SPAN = 2 * DAY

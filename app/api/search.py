@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
-from app.storage.records import Record
-from app.storage.search import Hit, SearchFailed, SearchTimeout
-from app.storage.search_exec import check_query, rewrite_query
+from app.storage.log.records import Record
+from app.storage.search.engine import Hit, SearchFailed, SearchTimeout
+from app.storage.search.execute import check_query, rewrite_query
 
 from .search_models import (
     Bucket,

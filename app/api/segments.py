@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from app.storage.registry import LOCAL, UPLOADED, Checkpoint
-from app.storage.sealing import SEALING
+from app.storage.index.sealing import SEALING
+from app.storage.segments.registry import LOCAL, UPLOADED, Checkpoint
 
 from .search import iso
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..storage import errors as se
-from ..storage.objectstore import ObjectStoreError
-from ..storage.records import RecordError
+from ..storage.log.records import RecordError
+from ..storage.tier.objectstore import ObjectStoreError
 
 NONE = 0
 UNKNOWN_SERVER_ERROR = -1

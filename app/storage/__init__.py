@@ -1,7 +1,6 @@
 """The storage layer: partition logs (memory tail over WAL segments), group commit, topic
 metadata. It never imports app.broker or app.api."""
 
-from app.storage.batch import BatchHeader, parse_header, validate_batches
 from app.storage.errors import (
     CorruptBatch,
     DuplicateSequence,
@@ -18,10 +17,11 @@ from app.storage.errors import (
     UnknownTopic,
     UnsupportedMagic,
 )
-from app.storage.log import AppendResult, PartitionLog
-from app.storage.metadata import MetadataStore, TopicMeta, validate_replication_factor
+from app.storage.log.batch import BatchHeader, parse_header, validate_batches
+from app.storage.log.metadata import MetadataStore, TopicMeta, validate_replication_factor
+from app.storage.log.partition import AppendResult, PartitionLog
+from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
 from app.storage.store import Storage, StorageConfig
-from app.storage.topicconfig import default_topic_configs, validate_topic_configs
 
 __all__ = [
     "AppendResult",

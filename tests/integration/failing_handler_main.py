@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from app.broker.handlers import configs, offsets
-from app.storage.log import PartitionLog
+from app.storage.log.partition import PartitionLog
 
 
 def _breaking(handler: Any, topics_of: Any) -> Any:

@@ -18,8 +18,8 @@ import httpx
 import tantivy
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.storage.indexer_worker import open_index_dir
-from app.storage.segment import extract_tantivy
+from app.storage.index.partition_indexer import open_index_dir
+from app.storage.segments.format import extract_tantivy
 from tests.integration.clients import (
     Msg,
     consume_confluent,

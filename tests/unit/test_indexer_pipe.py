@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from app.storage.indexer_pipe import WorkerPipe
+from app.storage.index.pipe import WorkerPipe
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "uvloop": uvloop.run,

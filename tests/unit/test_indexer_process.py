@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.indexer_process import _drop, _open_partition
-from app.storage.indexer_worker import WorkerConfig
-from app.storage.registry import Checkpoint, Registry
+from app.storage.index.partition_indexer import WorkerConfig
+from app.storage.index.worker import _drop, _open_partition
+from app.storage.segments.registry import Checkpoint, Registry
 
 
 def test_dropping_a_partition_removes_a_checkpoint_made_after_the_delete(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import tantivy
 
-from app.storage.docs import DocBuilder
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
-from app.storage.records import Record as StoredRecord
-from app.storage.registry import LOCAL, Registry, SegmentRow
-from app.storage.segment import extract_tantivy
+from app.storage.index.docs import DocBuilder
+from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
+from app.storage.log.records import Record as StoredRecord
+from app.storage.segments.format import extract_tantivy
+from app.storage.segments.registry import LOCAL, Registry, SegmentRow
 from tests.unit.batchgen import make_batch
 from tests.unit.test_storage_segments import _append, _log, _run
 

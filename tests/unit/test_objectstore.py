@@ -10,7 +10,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from prometheus_client import REGISTRY
 
-from app.storage.objectstore import (
+from app.storage.tier.objectstore import (
     FileObjectStore,
     ObjectNotFound,
     ObjectStore,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from app.storage.codecs import DecompressError, decompress
-from app.storage.records import batch_span, first_at_or_after, iter_records, records_at
+from app.storage.log.codecs import DecompressError, decompress
+from app.storage.log.records import batch_span, first_at_or_after, iter_records, records_at
 
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
-from app.storage.registry import Registry
-from app.storage.search_exec import (
+from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
+from app.storage.search.execute import (
     SegmentResult,
     SegmentTask,
     check_query,
     search_many,
     search_segment,
 )
+from app.storage.segments.registry import Registry
 from tests.unit.batchgen import Record, make_batch
 from tests.unit.test_storage_segments import _append, _log, _run
 

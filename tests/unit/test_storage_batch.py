@@ -6,7 +6,8 @@ from collections.abc import Callable
 import crc32c
 import pytest
 
-from app.storage.batch import (
+from app.storage.errors import CorruptBatch, StorageError, UnsupportedMagic
+from app.storage.log.batch import (
     HEADER_SIZE,
     LOG_APPEND_TIME,
     increment_sequence,
@@ -15,7 +16,6 @@ from app.storage.batch import (
     set_log_append_time,
     validate_batches,
 )
-from app.storage.errors import CorruptBatch, StorageError, UnsupportedMagic
 from tests.unit.batchgen import Record, decode_batches, make_batch
 
 

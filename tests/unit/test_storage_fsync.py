@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.batch import validate_batches
 from app.storage.errors import StorageError
 from app.storage.fileutil import TrickleSync, remove_large, remove_stale_tmp
-from app.storage.fsync import FsyncScheduler
-from app.storage.log import AppendResult, PartitionLog
-from app.storage.memtail import MemTailBudget
+from app.storage.log.batch import validate_batches
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.memtail import MemTailBudget
+from app.storage.log.partition import AppendResult, PartitionLog
 from tests.unit.batchgen import make_batch
 
 

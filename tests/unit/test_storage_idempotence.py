@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.batch import validate_batches
 from app.storage.errors import DuplicateSequence, InvalidProducerEpoch, OutOfOrderSequence
-from app.storage.fsync import FsyncScheduler
-from app.storage.log import PRODUCER_SNAPSHOT, AppendResult, PartitionLog
-from app.storage.memtail import MemTailBudget
+from app.storage.log.batch import validate_batches
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.memtail import MemTailBudget
+from app.storage.log.partition import PRODUCER_SNAPSHOT, AppendResult, PartitionLog
 from tests.unit.batchgen import make_batch
 
 
@@ -173,10 +173,10 @@ def test_snapshot_ahead_of_log_is_ignored(tmp_path: Path) -> None:
 _CHILD = """
 import json, os, signal, sys
 from pathlib import Path
-from app.storage.batch import validate_batches
-from app.storage.fsync import FsyncScheduler
-from app.storage.log import PartitionLog
-from app.storage.memtail import MemTailBudget
+from app.storage.log.batch import validate_batches
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.partition import PartitionLog
+from app.storage.log.memtail import MemTailBudget
 from tests.unit.batchgen import make_batch
 
 plog = PartitionLog(Path(sys.argv[1]), "t", 0, {"segment.bytes": "600"},

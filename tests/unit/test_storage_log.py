@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.batch import parse_header, validate_batches
 from app.storage.errors import OffsetOutOfRange, RecordTooLarge, StorageError
-from app.storage.fsync import FsyncScheduler
-from app.storage.log import AppendResult, PartitionLog
-from app.storage.memtail import MemTailBudget
-from app.storage.timestamps import wal_max_timestamp, wal_offset_for_timestamp
-from app.storage.wal import INDEX_INTERVAL_BYTES
+from app.storage.log.batch import parse_header, validate_batches
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.memtail import MemTailBudget
+from app.storage.log.partition import AppendResult, PartitionLog
+from app.storage.log.timestamps import wal_max_timestamp, wal_offset_for_timestamp
+from app.storage.log.wal import INDEX_INTERVAL_BYTES
 from tests.unit.batchgen import Record, decode_batches, joined, make_batch
 
 
@@ -379,10 +379,10 @@ def test_offset_for_timestamp_is_exact_inside_compressed_batches(tmp_path) -> No
     """A batch spanning several timestamps answers with the exact record offset."""
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
-    from app.storage.batch import validate_batches
-    from app.storage.fsync import FsyncScheduler
-    from app.storage.log import PartitionLog
-    from app.storage.memtail import MemTailBudget
+    from app.storage.log.batch import validate_batches
+    from app.storage.log.fsync import FsyncScheduler
+    from app.storage.log.memtail import MemTailBudget
+    from app.storage.log.partition import PartitionLog
 
     plog = PartitionLog(
         tmp_path / "t-0", "t", 0, {}, FsyncScheduler("never", 1000), MemTailBudget(0)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.storage.memtail import MemTail, MemTailBudget
+from app.storage.log.memtail import MemTail, MemTailBudget
 
 
 def add(tail: MemTail, base: int, size: int, count: int = 1) -> None:

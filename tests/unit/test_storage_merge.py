@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
-from app.storage.merge import MIN_SMALL_RUN, merge_partition, plan_merge
-from app.storage.registry import DELETING, LOCAL, UPLOADED, Registry
-from app.storage.sealing import object_key
-from app.storage.segment import extract_tantivy, verify_segment
+from app.storage.index.merge import MIN_SMALL_RUN, merge_partition, plan_merge
+from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
+from app.storage.index.sealing import object_key
+from app.storage.segments.format import extract_tantivy, verify_segment
+from app.storage.segments.registry import DELETING, LOCAL, UPLOADED, Registry
 from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 
 

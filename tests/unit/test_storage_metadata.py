@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.batch import validate_batches
 from app.storage.errors import (
     InvalidConfig,
     InvalidPartitions,
@@ -15,7 +14,8 @@ from app.storage.errors import (
     TopicExists,
     UnknownTopic,
 )
-from app.storage.metadata import (
+from app.storage.log.batch import validate_batches
+from app.storage.log.metadata import (
     PRODUCER_ID_BLOCK,
     MetadataStore,
     validate_replication_factor,

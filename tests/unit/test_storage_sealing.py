@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from app.storage import indexer_worker
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig, open_index_dir
-from app.storage.registry import Registry
-from app.storage.sealing import SEALING, frozen_batches
-from app.storage.search import SearchEngine
-from app.storage.search_exec import SegmentTask, search_many
+from app.storage.index import partition_indexer as indexer_worker
+from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig, open_index_dir
+from app.storage.index.sealing import SEALING, frozen_batches
+from app.storage.search.engine import SearchEngine
+from app.storage.search.execute import SegmentTask, search_many
+from app.storage.segments.registry import Registry
 from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 
 

@@ -11,22 +11,22 @@ from pathlib import Path
 import crc32c
 import tantivy
 
-from app.storage.batch import validate_batches
-from app.storage.docs import DocBuilder, build_schema
-from app.storage.fsync import FsyncScheduler
-from app.storage.indexer_worker import PartitionIndexer, WorkerConfig
-from app.storage.log import PartitionLog
-from app.storage.memtail import MemTailBudget
-from app.storage.records import Record as StoredRecord
-from app.storage.registry import LOCAL, Registry
-from app.storage.segment import (
+from app.storage.index.docs import DocBuilder, build_schema
+from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
+from app.storage.log.batch import validate_batches
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.memtail import MemTailBudget
+from app.storage.log.partition import PartitionLog
+from app.storage.log.records import Record as StoredRecord
+from app.storage.log.walreader import WalTail
+from app.storage.segments.format import (
     BatchIndex,
     extract_tantivy,
     read_manifest,
     scan_batches,
     verify_segment,
 )
-from app.storage.walreader import WalTail
+from app.storage.segments.registry import LOCAL, Registry
 from tests.unit.batchgen import Record, make_batch
 
 
@@ -208,7 +208,7 @@ def test_doc_builder_keeps_paths_and_text() -> None:
 
 
 def test_registry_lookups(tmp_path: Path) -> None:
-    from app.storage.registry import DELETING, UPLOADED, Checkpoint, SegmentRow
+    from app.storage.segments.registry import DELETING, UPLOADED, Checkpoint, SegmentRow
 
     reg = Registry(tmp_path / "r.sqlite")
     reg.create_checkpoint(Checkpoint("t", 0, 0, 0))
@@ -242,7 +242,7 @@ def test_registry_lookups(tmp_path: Path) -> None:
 
 
 def test_indexer_spreads_a_topics_partitions_over_the_workers(tmp_path: Path) -> None:
-    from app.storage.indexer import Indexer
+    from app.storage.index.supervisor import Indexer
 
     for workers in (2, 3, 4):
         indexer = Indexer(WorkerConfig(tmp_path), workers, dict, "INFO")

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from app.storage.indexes import TimeIndex
-from app.storage.timestamps import wal_max_timestamp, wal_offset_for_timestamp
-from app.storage.wal import INDEX_INTERVAL_BYTES
+from app.storage.log.indexes import TimeIndex
+from app.storage.log.timestamps import wal_max_timestamp, wal_offset_for_timestamp
+from app.storage.log.wal import INDEX_INTERVAL_BYTES
 from tests.unit.batchgen import decode_batches, joined, make_batch
 from tests.unit.test_storage_log import append, open_log
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ...storage import topicconfig
-from ...storage.metadata import validate_topic_name
+from ...storage.log import topicconfig
+from ...storage.log.metadata import validate_topic_name
 from ..errors import (
     INVALID_CONFIG,
     INVALID_REQUEST,

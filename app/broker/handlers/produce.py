@@ -9,8 +9,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ...storage import errors as se
-from ...storage.batch import validate_batches
-from ...storage.validation import check_records
+from ...storage.log.batch import validate_batches
+from ...storage.log.validation import check_records
 from .. import metrics
 from ..errors import (
     CORRUPT_MESSAGE,
@@ -26,7 +26,7 @@ from .base import ApiSpec, Frame
 from .topics import creation_error
 
 if TYPE_CHECKING:
-    from ...storage.log import PartitionLog
+    from ...storage.log.partition import PartitionLog
     from ..broker import Broker
 
 log = logging.getLogger(__name__)

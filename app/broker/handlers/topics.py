@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ...storage import metadata
-from ...storage.metadata import PartitionLimit
+from ...storage.log import metadata
+from ...storage.log.metadata import PartitionLimit
 from ..errors import (
     INVALID_PARTITIONS,
     INVALID_REPLICA_ASSIGNMENT,

@@ -19,9 +19,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from app.storage import metrics
-from app.storage.indexer_pipe import WorkerPipe
-from app.storage.indexer_process import worker_main
-from app.storage.indexer_worker import WorkerConfig
+from app.storage.index.partition_indexer import WorkerConfig
+from app.storage.index.pipe import WorkerPipe
+from app.storage.index.worker import worker_main
 
 log = logging.getLogger(__name__)
 

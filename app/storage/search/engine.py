@@ -23,15 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.storage import metrics, search_exec
+from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
-from app.storage.indexer_worker import open_index_dir
-from app.storage.objectstore import ObjectNotFound
-from app.storage.records import Record, batch_span, records_at
-from app.storage.registry import Registry, SegmentRow
-from app.storage.sealing import SEALING
-from app.storage.search_exec import AggTask, SegmentTask
-from app.storage.segment import extract_tantivy
+from app.storage.index.partition_indexer import open_index_dir
+from app.storage.index.sealing import SEALING
+from app.storage.log.records import Record, batch_span, records_at
+from app.storage.search import execute as search_exec
+from app.storage.search.execute import AggTask, SegmentTask
+from app.storage.segments.format import extract_tantivy
+from app.storage.segments.registry import Registry, SegmentRow
+from app.storage.tier.objectstore import ObjectNotFound
 
 _REPLANS = 5
 SEARCH_NICE = 10

@@ -4,10 +4,10 @@ when one of those configs is in force; every other produce appends batches unrea
 
 from __future__ import annotations
 
-from app.storage.batch import BatchHeader, Buffer
 from app.storage.errors import CorruptBatch, InvalidRecords, InvalidTimestamps
-from app.storage.records import RecordError, iter_records
-from app.storage.topicconfig import LONG_MAX, LogConfig
+from app.storage.log.batch import BatchHeader, Buffer
+from app.storage.log.records import RecordError, iter_records
+from app.storage.log.topicconfig import LONG_MAX, LogConfig
 
 NO_TIMESTAMP = -1
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import crc32c
 
-from app.storage.batch import HEADER_SIZE, parse_header
 from app.storage.fileutil import TrickleSync, fsync_dir
+from app.storage.log.batch import HEADER_SIZE, parse_header
 
 MAGIC = b"CHRSEG1\n"
 _FOOTER = struct.Struct("<QI8s")

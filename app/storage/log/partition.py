@@ -15,11 +15,6 @@ from functools import partial
 from pathlib import Path
 
 from app.storage import metrics
-from app.storage.batch import (
-    BatchHeader,
-    set_base_offset,
-    set_log_append_time,
-)
 from app.storage.errors import (
     BatchLargerThanSegment,
     OffsetOutOfRange,
@@ -27,11 +22,16 @@ from app.storage.errors import (
     StorageError,
 )
 from app.storage.fileutil import atomic_write
-from app.storage.fsync import FsyncScheduler, SyncWork
-from app.storage.memtail import MemTail, MemTailBudget
-from app.storage.producers import ProducerState
-from app.storage.topicconfig import LogConfig
-from app.storage.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
+from app.storage.log.batch import (
+    BatchHeader,
+    set_base_offset,
+    set_log_append_time,
+)
+from app.storage.log.fsync import FsyncScheduler, SyncWork
+from app.storage.log.memtail import MemTail, MemTailBudget
+from app.storage.log.producers import ProducerState
+from app.storage.log.topicconfig import LogConfig
+from app.storage.log.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
 
 log = logging.getLogger(__name__)
 

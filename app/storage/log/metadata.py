@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.storage import topicconfig
 from app.storage.errors import (
     InvalidPartitions,
     InvalidReplicationFactor,
@@ -22,6 +21,7 @@ from app.storage.errors import (
     UnknownTopic,
 )
 from app.storage.fileutil import atomic_write
+from app.storage.log import topicconfig
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1

@@ -14,9 +14,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import NamedTuple
 
-from app.storage.batch import HEADER_SIZE, BatchHeader, check_batch, parse_header
 from app.storage.fileutil import atomic_write, remove_large, remove_stale_tmp
-from app.storage.indexes import OffsetIndex, TimeIndex
+from app.storage.log.batch import HEADER_SIZE, BatchHeader, check_batch, parse_header
+from app.storage.log.indexes import OffsetIndex, TimeIndex
 
 log = logging.getLogger(__name__)
 

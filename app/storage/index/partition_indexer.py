@@ -22,15 +22,15 @@ from typing import Any
 
 import tantivy
 
-from app.storage.codecs import DecompressError
-from app.storage.docs import DocBuilder, build_schema
 from app.storage.fileutil import remove_large
-from app.storage.records import RecordError, iter_records
-from app.storage.registry import Checkpoint, Registry, SegmentRow
-from app.storage.sealing import SEALING, frozen_batches, package
-from app.storage.walreader import WalTail
+from app.storage.index.docs import DocBuilder, build_schema
+from app.storage.index.sealing import SEALING, frozen_batches, package
+from app.storage.log.codecs import DecompressError
+from app.storage.log.records import RecordError, iter_records
+from app.storage.log.walreader import WalTail
+from app.storage.segments.registry import Checkpoint, Registry, SegmentRow
 
-log = logging.getLogger("app.storage.indexer")
+log = logging.getLogger("app.storage.index")
 
 READ_CHUNK = 1024 * 1024
 # Per open partition (Tantivy's arena; it wants >= 15 MB a thread). One indexing thread: a

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from app.storage.batch import LOG_APPEND_TIME, BatchHeader, increment_sequence
 from app.storage.errors import DuplicateSequence, InvalidProducerEpoch, OutOfOrderSequence
+from app.storage.log.batch import LOG_APPEND_TIME, BatchHeader, increment_sequence
 
 log = logging.getLogger(__name__)
 

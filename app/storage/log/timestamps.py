@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from app.storage.batch import BatchHeader
-from app.storage.codecs import DecompressError
-from app.storage.records import RecordError, iter_records
+from app.storage.log.batch import BatchHeader
+from app.storage.log.codecs import DecompressError
+from app.storage.log.records import RecordError, iter_records
 
 if TYPE_CHECKING:
-    from app.storage.log import PartitionLog
+    from app.storage.log.partition import PartitionLog
 
 log = logging.getLogger(__name__)
 

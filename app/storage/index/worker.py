@@ -15,17 +15,17 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from app.storage.indexer_worker import (
+from app.storage.index.merge import merge_partition
+from app.storage.index.partition_indexer import (
     PartitionGone,
     PartitionIndexer,
     WorkerConfig,
     partition_dir_name,
 )
-from app.storage.merge import merge_partition
-from app.storage.registry import Registry
-from app.storage.sealing import object_key
+from app.storage.index.sealing import object_key
+from app.storage.segments.registry import Registry
 
-log = logging.getLogger("app.storage.indexer")
+log = logging.getLogger("app.storage.index")
 
 NICE = 5
 # How often an idle worker looks for small segments to merge.

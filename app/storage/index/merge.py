@@ -19,10 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from app.storage.registry import Registry, SegmentRow
-from app.storage.segment import extract_tantivy, write_segment
+from app.storage.segments.format import extract_tantivy, write_segment
+from app.storage.segments.registry import Registry, SegmentRow
 
-log = logging.getLogger("app.storage.indexer")
+log = logging.getLogger("app.storage.index")
 
 MIN_SMALL_RUN = 4
 

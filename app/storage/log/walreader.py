@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.storage.batch import HEADER_SIZE, BatchHeader, parse_header
-from app.storage.wal import list_segment_bases, segment_name
+from app.storage.log.batch import HEADER_SIZE, BatchHeader, parse_header
+from app.storage.log.wal import list_segment_bases, segment_name
 
 
 class WalTail:
