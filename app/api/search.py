@@ -16,11 +16,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from app.storage import metrics
+from app.storage import (
+    Hit,
+    Record,
+    SearchFailed,
+    SearchTimeout,
+    check_query,
+    metrics,
+    rewrite_query,
+)
 from app.storage.errors import StorageError, UnknownTopic
-from app.storage.log.records import Record
-from app.storage.search.engine import Hit, SearchFailed, SearchTimeout
-from app.storage.search.execute import check_query, rewrite_query
 
 from .search_models import (
     Bucket,

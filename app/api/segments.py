@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from app.storage.index.sealing import SEALING
-from app.storage.segments.registry import LOCAL, UPLOADED, Checkpoint
+from app.storage import LOCAL, SEALING, UPLOADED, Checkpoint
 
 from .search import iso
 

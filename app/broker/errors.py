@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from ..storage import ObjectStoreError, RecordError
 from ..storage import errors as se
-from ..storage.log.records import RecordError
-from ..storage.tier.objectstore import ObjectStoreError
 
 NONE = 0
 UNKNOWN_SERVER_ERROR = -1

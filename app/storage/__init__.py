@@ -1,5 +1,6 @@
-"""The storage layer: partition logs (memory tail over WAL segments), group commit, topic
-metadata. It never imports app.broker or app.api."""
+"""The storage layers behind one facade, `Storage`: log (durable partition logs), segments
+(the segment format and registry), index (log to segments), tier (object stores) and search.
+Broker and API import from here; storage never imports app.broker or app.api."""
 
 from app.storage.errors import (
     CorruptBatch,
@@ -17,27 +18,57 @@ from app.storage.errors import (
     UnknownTopic,
     UnsupportedMagic,
 )
-from app.storage.log.batch import BatchHeader, parse_header, validate_batches
-from app.storage.log.metadata import MetadataStore, TopicMeta, validate_replication_factor
-from app.storage.log.partition import AppendResult, PartitionLog
-from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
+from app.storage.index import SEALING
+from app.storage.log import (
+    AppendResult,
+    BatchHeader,
+    MetadataStore,
+    PartitionLimit,
+    PartitionLog,
+    Record,
+    RecordError,
+    TopicMeta,
+    check_records,
+    default_topic_configs,
+    metadata,
+    parse_header,
+    topicconfig,
+    validate_batches,
+    validate_replication_factor,
+    validate_topic_configs,
+    validate_topic_name,
+)
+from app.storage.search import Hit, SearchFailed, SearchTimeout, check_query, rewrite_query
+from app.storage.segments import LOCAL, UPLOADED, Checkpoint
 from app.storage.store import Storage, StorageConfig
+from app.storage.tier import ObjectStoreError
 
 __all__ = [
+    "LOCAL",
+    "SEALING",
+    "UPLOADED",
     "AppendResult",
     "BatchHeader",
+    "Checkpoint",
     "CorruptBatch",
     "DuplicateSequence",
+    "Hit",
     "InvalidConfig",
     "InvalidPartitions",
     "InvalidProducerEpoch",
     "InvalidReplicationFactor",
     "InvalidTopic",
     "MetadataStore",
+    "ObjectStoreError",
     "OffsetOutOfRange",
     "OutOfOrderSequence",
+    "PartitionLimit",
     "PartitionLog",
+    "Record",
+    "RecordError",
     "RecordTooLarge",
+    "SearchFailed",
+    "SearchTimeout",
     "Storage",
     "StorageConfig",
     "StorageError",
@@ -45,9 +76,15 @@ __all__ = [
     "TopicMeta",
     "UnknownTopic",
     "UnsupportedMagic",
+    "check_query",
+    "check_records",
     "default_topic_configs",
+    "metadata",
     "parse_header",
+    "rewrite_query",
+    "topicconfig",
     "validate_batches",
     "validate_replication_factor",
     "validate_topic_configs",
+    "validate_topic_name",
 ]

@@ -15,17 +15,19 @@ from pathlib import Path
 from app.storage import metrics
 from app.storage.errors import UnknownTopic
 from app.storage.groupstore import GroupStore
-from app.storage.index.partition_indexer import WorkerConfig, partition_dir_name
-from app.storage.index.supervisor import Indexer
-from app.storage.log.fsync import FsyncScheduler
-from app.storage.log.memtail import MemTailBudget
-from app.storage.log.metadata import MetadataStore, TopicMeta
-from app.storage.log.partition import PartitionLog
-from app.storage.log.timestamps import wal_max_timestamp, wal_offset_for_timestamp
-from app.storage.search.engine import SearchEngine
-from app.storage.segments.registry import Registry
-from app.storage.tier.objectstore import open_object_store
-from app.storage.tier.tiering import Tiering
+from app.storage.index import Indexer, WorkerConfig, partition_dir_name
+from app.storage.log import (
+    FsyncScheduler,
+    MemTailBudget,
+    MetadataStore,
+    PartitionLog,
+    TopicMeta,
+    wal_max_timestamp,
+    wal_offset_for_timestamp,
+)
+from app.storage.search import SearchEngine
+from app.storage.segments import Registry
+from app.storage.tier import Tiering, open_object_store
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...storage import errors as se
-from ...storage.log import topicconfig
-from ...storage.log.metadata import validate_topic_name
+from ...storage import topicconfig, validate_topic_name
 from ..errors import (
     INVALID_CONFIG,
     INVALID_REQUEST,

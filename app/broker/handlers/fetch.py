@@ -28,7 +28,7 @@ from ..protocol.fetch_codec import (
 from .base import ApiSpec, Frame
 
 if TYPE_CHECKING:
-    from ...storage.log.partition import PartitionLog
+    from ...storage import PartitionLog
     from ..broker import Broker
 
 FETCH = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ...storage import TopicMeta, validate_topic_name
 from ...storage import errors as se
-from ...storage.log.metadata import TopicMeta, validate_topic_name
 from ..errors import INVALID_TOPIC_EXCEPTION, NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes

@@ -8,9 +8,8 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from ...storage import check_records, validate_batches
 from ...storage import errors as se
-from ...storage.log.batch import validate_batches
-from ...storage.log.validation import check_records
 from .. import metrics
 from ..errors import (
     CORRUPT_MESSAGE,
@@ -26,7 +25,7 @@ from .base import ApiSpec, Frame
 from .topics import creation_error
 
 if TYPE_CHECKING:
-    from ...storage.log.partition import PartitionLog
+    from ...storage import PartitionLog
     from ..broker import Broker
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...storage import PartitionLimit, metadata
 from ...storage import errors as se
-from ...storage.log import metadata
-from ...storage.log.metadata import PartitionLimit
 from ..errors import (
     INVALID_PARTITIONS,
     INVALID_REPLICA_ASSIGNMENT,

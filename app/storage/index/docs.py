@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import tantivy
 
-from app.storage.log.records import Record
+from app.storage.log import Record
 
 # Deeper objects are indexed as text: they are rarely queried by path and cost a lot.
 MAX_JSON_DEPTH = 16

@@ -19,8 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from app.storage.segments.format import extract_tantivy, write_segment
-from app.storage.segments.registry import Registry, SegmentRow
+from app.storage.segments import Registry, SegmentRow, extract_tantivy, write_segment
 
 log = logging.getLogger("app.storage.index")
 

@@ -25,10 +25,8 @@ import tantivy
 from app.storage.fileutil import remove_large
 from app.storage.index.docs import DocBuilder, build_schema
 from app.storage.index.sealing import SEALING, frozen_batches, package
-from app.storage.log.codecs import DecompressError
-from app.storage.log.records import RecordError, iter_records
-from app.storage.log.walreader import WalTail
-from app.storage.segments.registry import Checkpoint, Registry, SegmentRow
+from app.storage.log import DecompressError, RecordError, WalTail, iter_records
+from app.storage.segments import Checkpoint, Registry, SegmentRow
 
 log = logging.getLogger("app.storage.index")
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.storage.segments.format import tantivy_commit, write_segment
+from app.storage.segments import tantivy_commit, write_segment
 
 SEALING = "sealing"  # the key of the frozen segment in the checkpoint's open_state
 

@@ -23,7 +23,7 @@ from app.storage.index.partition_indexer import (
     partition_dir_name,
 )
 from app.storage.index.sealing import object_key
-from app.storage.segments.registry import Registry
+from app.storage.segments import Registry
 
 log = logging.getLogger("app.storage.index")
 

@@ -1,0 +1,58 @@
+"""What makes a partition log durable and fetchable from local disk: RecordBatch and
+record decoding, codecs, the memory tail over WAL segments, fsync group commit, producer
+state, the partition log, topic metadata and configs. Runs in the service process;
+imports no other layer."""
+
+from app.storage.log import metadata, topicconfig
+from app.storage.log.batch import HEADER_SIZE, BatchHeader, parse_header, validate_batches
+from app.storage.log.codecs import DecompressError
+from app.storage.log.fsync import FsyncScheduler
+from app.storage.log.memtail import MemTailBudget
+from app.storage.log.metadata import (
+    MetadataStore,
+    PartitionLimit,
+    TopicMeta,
+    validate_replication_factor,
+    validate_topic_name,
+)
+from app.storage.log.partition import AppendResult, PartitionLog
+from app.storage.log.records import Record, RecordError, batch_span, iter_records, records_at
+from app.storage.log.timestamps import (
+    first_record_at_or_after,
+    wal_max_timestamp,
+    wal_offset_for_timestamp,
+)
+from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
+from app.storage.log.validation import check_records
+from app.storage.log.walreader import WalTail
+
+__all__ = [
+    "HEADER_SIZE",
+    "AppendResult",
+    "BatchHeader",
+    "DecompressError",
+    "FsyncScheduler",
+    "MemTailBudget",
+    "MetadataStore",
+    "PartitionLimit",
+    "PartitionLog",
+    "Record",
+    "RecordError",
+    "TopicMeta",
+    "WalTail",
+    "batch_span",
+    "check_records",
+    "default_topic_configs",
+    "first_record_at_or_after",
+    "iter_records",
+    "metadata",
+    "parse_header",
+    "records_at",
+    "topicconfig",
+    "validate_batches",
+    "validate_replication_factor",
+    "validate_topic_configs",
+    "validate_topic_name",
+    "wal_max_timestamp",
+    "wal_offset_for_timestamp",
+]

@@ -25,14 +25,12 @@ from typing import Any
 
 from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
-from app.storage.index.partition_indexer import open_index_dir
-from app.storage.index.sealing import SEALING
-from app.storage.log.records import Record, batch_span, records_at
+from app.storage.index import SEALING, open_index_dir
+from app.storage.log import Record, batch_span, records_at
 from app.storage.search import execute as search_exec
 from app.storage.search.execute import AggTask, SegmentTask
-from app.storage.segments.format import extract_tantivy
-from app.storage.segments.registry import Registry, SegmentRow
-from app.storage.tier.objectstore import ObjectNotFound
+from app.storage.segments import Registry, SegmentRow, extract_tantivy
+from app.storage.tier import ObjectNotFound
 
 _REPLANS = 5
 SEARCH_NICE = 10

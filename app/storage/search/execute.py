@@ -17,7 +17,7 @@ from typing import Any
 
 import tantivy
 
-from app.storage.index.docs import build_schema
+from app.storage.index import build_schema
 
 DEFAULT_FIELDS = ["key", "text"]
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+\.?\d*(?:[eE][-+]?\d+)?)(?![\w.])")

@@ -29,7 +29,7 @@ from typing import Any
 import crc32c
 
 from app.storage.fileutil import TrickleSync, fsync_dir
-from app.storage.log.batch import HEADER_SIZE, parse_header
+from app.storage.log import HEADER_SIZE, parse_header
 
 MAGIC = b"CHRSEG1\n"
 _FOOTER = struct.Struct("<QI8s")

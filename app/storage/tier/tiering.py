@@ -16,9 +16,8 @@ from pathlib import Path
 
 from app.storage import metrics
 from app.storage.fileutil import remove_large
-from app.storage.log.timestamps import first_record_at_or_after
-from app.storage.segments.format import BatchIndex
-from app.storage.segments.registry import LOCAL, UPLOADED, Registry, SegmentRow
+from app.storage.log import first_record_at_or_after
+from app.storage.segments import LOCAL, UPLOADED, BatchIndex, Registry, SegmentRow
 from app.storage.tier.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
