@@ -22,6 +22,7 @@ from app.storage.errors import (
     StorageError,
 )
 from app.storage.fileutil import atomic_write
+from app.storage.log import retention
 from app.storage.log.batch import (
     BatchHeader,
     set_base_offset,
@@ -362,16 +363,7 @@ class PartitionLog:
         """Delete sealed WAL segments whose offsets are all below `offset` (published to the
         object store) and that were last written over `older_than_ms` ago. The log start
         does not move: search segments serve those offsets now. Returns bytes deleted."""
-        segs = self._wal.segments
-        count = 0
-        while count < len(segs) - 1 and segs[count].next_offset <= offset:
-            try:
-                mtime = os.stat(segs[count].path).st_mtime
-            except FileNotFoundError:
-                mtime = 0.0
-            if (now_s - mtime) * 1000 < older_than_ms:
-                break
-            count += 1
+        count = retention.uploaded_and_idle(self._wal.segments, offset, older_than_ms, now_s)
         if count == 0:
             return 0
         gone = self._wal.delete_oldest(count)
@@ -390,11 +382,7 @@ class PartitionLog:
             self.log_start_offset = before_offset
             atomic_write(self.directory / LOG_START_FILE, str(before_offset).encode())
             self._tail.truncate_before(before_offset)
-            segs = self._wal.segments
-            count = 0
-            while count < len(segs) and segs[count].next_offset <= before_offset:
-                count += 1
-            self._delete_oldest(count)
+            self._delete_oldest(retention.below(self._wal.segments, before_offset))
         return self.log_start_offset
 
     def apply_retention(self, now_ms: int) -> int:
@@ -404,26 +392,10 @@ class PartitionLog:
         cfg = self.config
         if not cfg.delete_enabled:
             return 0
-        deleted = 0
-        if cfg.retention_ms >= 0:
-            segs = self._wal.segments
-            count = 0
-            while (
-                count < len(segs)
-                and segs[count].size > 0
-                and now_ms - segs[count].largest_timestamp() > cfg.retention_ms
-            ):
-                count += 1
-            deleted += self._delete_oldest(count)
-        if cfg.retention_bytes >= 0:
-            segs = self._wal.segments
-            excess = self.size_bytes() - cfg.retention_bytes
-            count = 0
-            while count < len(segs) - 1 and excess - segs[count].size >= 0:
-                excess -= segs[count].size
-                count += 1
-            deleted += self._delete_oldest(count)
-        return deleted
+        deleted = self._delete_oldest(retention.past_retention_ms(self._wal.segments, cfg, now_ms))
+        return deleted + self._delete_oldest(
+            retention.past_retention_bytes(self._wal.segments, cfg, self.size_bytes())
+        )
 
     def _delete_oldest(self, count: int) -> int:
         """Delete the `count` oldest segments; when that includes the active one (non-empty,
