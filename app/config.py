@@ -1,15 +1,201 @@
-"""Settings from CLI flags and CHRONIK_* environment variables (flags win)."""
+"""Settings from CLI flags and CHRONIK_* environment variables (flags win).
+
+Every setting is declared once, as a field of the frozen section its subsystem receives;
+the field's metadata names its flag (``--kafka-port``, env ``CHRONIK_KAFKA_PORT``) and
+help. A new setting is one field here plus the code that reads it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 FSYNC_MODES = ("always", "interval", "never")
+MiB = 1024 * 1024
+
+
+def _opt(default: Any, help: str, flag: str | None = None) -> Any:
+    """A setting; `flag` when its flag is not the field's name (section fields drop the
+    prefix their flag needs to be unambiguous on the command line)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The Kafka listener, the identity Metadata advertises and what handlers decide."""
+
+    host: str = _opt("0.0.0.0", "Kafka listen address", flag="kafka_host")
+    port: int = _opt(9092, "Kafka listen port", flag="kafka_port")
+    advertised_host: str = _opt("localhost", "host that Metadata tells clients")
+    advertised_port: int | None = _opt(
+        None, "port that Metadata tells clients (default: kafka port)"
+    )
+    auto_create_topics: bool = _opt(True, "create unknown topics on Metadata/Produce")
+    default_partitions: int = _opt(1, "partitions of new topics")
+    max_request_bytes: int = _opt(100 * MiB, "largest accepted Kafka request")
+    node_id: int = _opt(1, "broker and controller id")
+
+    @property
+    def advertised_kafka_port(self) -> int:
+        return self.advertised_port if self.advertised_port is not None else self.port
+
+    def __post_init__(self) -> None:
+        if self.default_partitions < 1:
+            raise ValueError("default_partitions must be at least 1")
+        if self.max_request_bytes < 1024:
+            raise ValueError("max_request_bytes must be at least 1024")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = _opt("0.0.0.0", "HTTP listen address", flag="http_host")
+    port: int = _opt(8080, "HTTP listen port", flag="http_port")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Partition logs: WAL durability, the topic defaults for segment rolls, the memory
+    tail and retention."""
+
+    fsync: str = _opt("always", "always | interval | never")
+    fsync_interval_ms: int = _opt(1000, "period for fsync=interval")
+    segment_bytes: int = _opt(128 * MiB, "default WAL segment size (segment.bytes)")
+    segment_ms: int = _opt(7 * 24 * 3600 * 1000, "default WAL segment age (segment.ms)")
+    memtail_bytes: int = _opt(64 * MiB, "memory tail budget across all partitions")
+    retention_check_ms: int = _opt(30_000, "how often retention runs")
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
+
+
+@dataclass(frozen=True)
+class GroupsConfig:
+    initial_rebalance_delay_ms: int = _opt(
+        300,
+        "wait for more members before a new group's first rebalance",
+        flag="group_initial_rebalance_delay_ms",
+    )
+    min_session_timeout_ms: int = _opt(
+        6000, "smallest session timeout a member may ask for", flag="group_min_session_timeout_ms"
+    )
+    max_session_timeout_ms: int = _opt(
+        1_800_000,
+        "largest session timeout a member may ask for",
+        flag="group_max_session_timeout_ms",
+    )
+    offsets_retention_minutes: int = _opt(
+        10080, "how long an empty group keeps its committed offsets"
+    )
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Indexer workers and when they seal a search segment (also the merge target)."""
+
+    workers: int = _opt(
+        1, "indexer worker processes (0: records are not indexed)", flag="index_workers"
+    )
+    commit_ms: int = _opt(
+        1000, "longest time before indexed records are searchable", flag="index_commit_ms"
+    )
+    segment_max_records: int = _opt(1_000_000, "records per search segment before it is sealed")
+    segment_max_bytes: int = _opt(256 * MiB, "batch bytes per search segment")
+    segment_max_age_ms: int = _opt(600_000, "age at which an open search segment is sealed")
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.commit_ms < 10:
+            raise ValueError("index_workers must be >= 0 and index_commit_ms >= 10")
+        if self.segment_max_records < 1 or self.segment_max_bytes < 1:
+            raise ValueError("segment_max_records and segment_max_bytes must be positive")
+
+
+@dataclass(frozen=True)
+class TieringConfig:
+    object_store: str = _opt("", "file:///path or s3://bucket/prefix (default: data dir)")
+    s3_endpoint_url: str = _opt("", "S3 API endpoint (MinIO, moto, other clouds)")
+    wal_retain_ms: int = _opt(3_600_000, "keep published WAL segments locally this long")
+    segment_cache_bytes: int = _opt(1024 * MiB, "local cache of sealed segments")
+    interval_ms: int = _opt(
+        1000, "how often uploads and WAL cleanup run", flag="tiering_interval_ms"
+    )
+
+    def __post_init__(self) -> None:
+        if self.object_store and not self.object_store.startswith(("file://", "s3://")):
+            raise ValueError("object_store must be file:///path or s3://bucket/prefix")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    workers: int = _opt(
+        2, "processes that run searches over segment indexes", flag="search_workers"
+    )
+    timeout_ms: int = _opt(10_000, "a search taking longer answers 504", flag="search_timeout_ms")
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.timeout_ms < 1:
+            raise ValueError("search_workers and search_timeout_ms must be positive")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process-wide settings and one section per subsystem."""
+
+    data_dir: Path = field(
+        default=Path("./data"), metadata={"help": "where all state lives", "flag": None}
+    )
+    log_level: str = _opt("INFO", "logging level")
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tiering: TieringConfig = field(default_factory=TieringConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass(frozen=True)
+class _Flag:
+    section: str | None  # None: a field of Settings itself
+    name: str  # the field's name in its section
+    flag: str  # the flag's name, underscores for dashes; env CHRONIK_<FLAG>
+    kind: Any
+    help: str
+
+
+def _flags() -> Iterator[tuple[str | None, list[_Flag]]]:
+    """Every setting, grouped by section in declaration order."""
+    top: list[_Flag] = []
+    sections: list[tuple[str | None, list[_Flag]]] = [(None, top)]
+    hints = get_type_hints(Settings)
+    for f in fields(Settings):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            section_hints = get_type_hints(kind)
+            sections.append(
+                (
+                    f.name,
+                    [
+                        _Flag(
+                            f.name,
+                            sf.name,
+                            sf.metadata["flag"] or sf.name,
+                            section_hints[sf.name],
+                            sf.metadata["help"],
+                        )
+                        for sf in fields(kind)
+                    ],
+                )
+            )
+        else:
+            top.append(_Flag(None, f.name, f.name, kind, f.metadata["help"]))
+    yield from sections
 
 
 def _bool(value: str) -> bool:
@@ -21,118 +207,14 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-@dataclass
-class Settings:
-    data_dir: Path = field(default=Path("./data"), metadata={"help": "where all state lives"})
-    kafka_host: str = field(default="0.0.0.0", metadata={"help": "Kafka listen address"})
-    kafka_port: int = field(default=9092, metadata={"help": "Kafka listen port"})
-    advertised_host: str = field(
-        default="localhost", metadata={"help": "host that Metadata tells clients"}
-    )
-    advertised_port: int | None = field(
-        default=None, metadata={"help": "port that Metadata tells clients (default: kafka port)"}
-    )
-    http_host: str = field(default="0.0.0.0", metadata={"help": "HTTP listen address"})
-    http_port: int = field(default=8080, metadata={"help": "HTTP listen port"})
-    log_level: str = field(default="INFO", metadata={"help": "logging level"})
-    auto_create_topics: bool = field(
-        default=True, metadata={"help": "create unknown topics on Metadata/Produce"}
-    )
-    default_partitions: int = field(default=1, metadata={"help": "partitions of new topics"})
-    fsync: str = field(default="always", metadata={"help": "always | interval | never"})
-    fsync_interval_ms: int = field(default=1000, metadata={"help": "period for fsync=interval"})
-    max_request_bytes: int = field(
-        default=100 * 1024 * 1024, metadata={"help": "largest accepted Kafka request"}
-    )
-    segment_bytes: int = field(
-        default=128 * 1024 * 1024, metadata={"help": "default WAL segment size (segment.bytes)"}
-    )
-    segment_ms: int = field(
-        default=7 * 24 * 3600 * 1000, metadata={"help": "default WAL segment age (segment.ms)"}
-    )
-    memtail_bytes: int = field(
-        default=64 * 1024 * 1024, metadata={"help": "memory tail budget across all partitions"}
-    )
-    retention_check_ms: int = field(default=30_000, metadata={"help": "how often retention runs"})
-    node_id: int = field(default=1, metadata={"help": "broker and controller id"})
-    group_initial_rebalance_delay_ms: int = field(
-        default=300, metadata={"help": "wait for more members before a new group's first rebalance"}
-    )
-    group_min_session_timeout_ms: int = field(
-        default=6000, metadata={"help": "smallest session timeout a member may ask for"}
-    )
-    group_max_session_timeout_ms: int = field(
-        default=1_800_000, metadata={"help": "largest session timeout a member may ask for"}
-    )
-    index_workers: int = field(
-        default=1, metadata={"help": "indexer worker processes (0: records are not indexed)"}
-    )
-    index_commit_ms: int = field(
-        default=1000, metadata={"help": "longest time before indexed records are searchable"}
-    )
-    segment_max_records: int = field(
-        default=1_000_000, metadata={"help": "records per search segment before it is sealed"}
-    )
-    segment_max_bytes: int = field(
-        default=256 * 1024 * 1024, metadata={"help": "batch bytes per search segment"}
-    )
-    segment_max_age_ms: int = field(
-        default=600_000, metadata={"help": "age at which an open search segment is sealed"}
-    )
-    object_store: str = field(
-        default="", metadata={"help": "file:///path or s3://bucket/prefix (default: data dir)"}
-    )
-    s3_endpoint_url: str = field(
-        default="", metadata={"help": "S3 API endpoint (MinIO, moto, other clouds)"}
-    )
-    wal_retain_ms: int = field(
-        default=3_600_000, metadata={"help": "keep published WAL segments locally this long"}
-    )
-    segment_cache_bytes: int = field(
-        default=1024 * 1024 * 1024, metadata={"help": "local cache of sealed segments"}
-    )
-    tiering_interval_ms: int = field(
-        default=1000, metadata={"help": "how often uploads and WAL cleanup run"}
-    )
-    search_workers: int = field(
-        default=2, metadata={"help": "processes that run searches over segment indexes"}
-    )
-    search_timeout_ms: int = field(
-        default=10_000, metadata={"help": "a search taking longer answers 504"}
-    )
-    offsets_retention_minutes: int = field(
-        default=10080, metadata={"help": "how long an empty group keeps its committed offsets"}
-    )
-
-    @property
-    def advertised_kafka_port(self) -> int:
-        return self.advertised_port if self.advertised_port is not None else self.kafka_port
-
-    def validate(self) -> None:
-        if self.fsync not in FSYNC_MODES:
-            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
-        if self.default_partitions < 1:
-            raise ValueError("default_partitions must be at least 1")
-        if self.search_workers < 1 or self.search_timeout_ms < 1:
-            raise ValueError("search_workers and search_timeout_ms must be positive")
-        if self.index_workers < 0 or self.index_commit_ms < 10:
-            raise ValueError("index_workers must be >= 0 and index_commit_ms >= 10")
-        if self.segment_max_records < 1 or self.segment_max_bytes < 1:
-            raise ValueError("segment_max_records and segment_max_bytes must be positive")
-        if self.object_store and not self.object_store.startswith(("file://", "s3://")):
-            raise ValueError("object_store must be file:///path or s3://bucket/prefix")
-        if self.max_request_bytes < 1024:
-            raise ValueError("max_request_bytes must be at least 1024")
-
-
-def _convert(name: str, raw: str) -> Any:
-    f = next(f for f in fields(Settings) if f.name == name)
-    kind = str(f.type)
-    if "bool" in kind:
+def _convert(kind: Any, raw: str) -> Any:
+    if isinstance(kind, types.UnionType):  # `int | None`: an empty value never gets here
+        kind = next(k for k in kind.__args__ if k is not type(None))
+    if kind is bool:
         return _bool(raw)
-    if "int" in kind:
+    if kind is int:
         return int(raw)
-    if "Path" in kind:
+    if kind is Path:
         return Path(raw)
     return raw
 
@@ -144,28 +226,32 @@ def load_settings(
     parser = argparse.ArgumentParser(
         prog="chronik", description="Kafka-compatible broker and search service"
     )
-    for f in fields(Settings):
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            help=f"{f.metadata.get('help', '')} (env CHRONIK_{f.name.upper()})",
-        )
+    sections = list(_flags())
+    for section, flags in sections:
+        group = parser if section is None else parser.add_argument_group(section)
+        for fl in flags:
+            group.add_argument(
+                "--" + fl.flag.replace("_", "-"),
+                dest=fl.flag,
+                default=None,
+                help=f"{fl.help} (env CHRONIK_{fl.flag.upper()})",
+            )
     args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        raw = getattr(args, f.name)
-        if raw is None:
-            raw = env.get("CHRONIK_" + f.name.upper())
-        if raw is None or raw == "":
-            continue
-        try:
-            values[f.name] = _convert(f.name, raw)
-        except ValueError as exc:
-            parser.error(f"invalid value for {f.name}: {exc}")
-    settings = Settings(**values)
+    values: dict[str | None, dict[str, Any]] = {section: {} for section, _ in sections}
+    for section, flags in sections:
+        for fl in flags:
+            raw = getattr(args, fl.flag)
+            if raw is None:
+                raw = env.get("CHRONIK_" + fl.flag.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[section][fl.name] = _convert(fl.kind, raw)
+            except ValueError as exc:
+                parser.error(f"invalid value for {fl.flag}: {exc}")
+    hints = get_type_hints(Settings)
     try:
-        settings.validate()
+        built = {s: hints[s](**v) for s, v in values.items() if s is not None}
+        return Settings(**values[None], **built)
     except ValueError as exc:
         parser.error(str(exc))
-    return settings

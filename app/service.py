@@ -17,7 +17,7 @@ from .api.app import create_app
 from .broker.broker import Broker
 from .broker.server import KafkaServer
 from .config import Settings
-from .storage.store import Storage, StorageConfig
+from .storage.store import Storage
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +45,7 @@ class _EmbeddedHttpServer(uvicorn.Server):
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.storage = Storage(
-            StorageConfig(
-                data_dir=settings.data_dir,
-                fsync=settings.fsync,
-                fsync_interval_ms=settings.fsync_interval_ms,
-                segment_bytes=settings.segment_bytes,
-                segment_ms=settings.segment_ms,
-                memtail_bytes=settings.memtail_bytes,
-                retention_check_ms=settings.retention_check_ms,
-                index_workers=settings.index_workers,
-                index_commit_ms=settings.index_commit_ms,
-                segment_max_records=settings.segment_max_records,
-                segment_max_bytes=settings.segment_max_bytes,
-                segment_max_age_ms=settings.segment_max_age_ms,
-                object_store=settings.object_store or None,
-                s3_endpoint_url=settings.s3_endpoint_url or None,
-                wal_retain_ms=settings.wal_retain_ms,
-                segment_cache_bytes=settings.segment_cache_bytes,
-                tiering_interval_ms=settings.tiering_interval_ms,
-                search_workers=settings.search_workers,
-                search_timeout_ms=settings.search_timeout_ms,
-                log_level=settings.log_level.upper(),
-            )
-        )
+        self.storage = Storage(settings)
         self.app = create_app(self.storage)
         self.kafka: KafkaServer | None = None
         self.http: uvicorn.Server | None = None
@@ -84,11 +61,11 @@ class Service:
         broker = Broker(s, self.storage, cluster_id(s.data_dir))
         self.kafka = KafkaServer(broker)
         await broker.groups.start()
-        await self.kafka.start(s.kafka_host, s.kafka_port)
+        await self.kafka.start(s.broker.host, s.broker.port)
         config = uvicorn.Config(
             self.app,
-            host=s.http_host,
-            port=s.http_port,
+            host=s.http.host,
+            port=s.http.port,
             log_level=s.log_level.lower(),
             access_log=False,
             lifespan="off",
@@ -109,7 +86,7 @@ class Service:
         gc.collect()
         gc.freeze()
         log.info(
-            "ready: kafka %s:%d, http %s:%d", s.kafka_host, s.kafka_port, s.http_host, s.http_port
+            "ready: kafka %s:%d, http %s:%d", s.broker.host, s.broker.port, s.http.host, s.http.port
         )
         await self._stop.wait()
         log.info("shutting down")

@@ -8,12 +8,13 @@ import tempfile
 from pathlib import Path
 
 from app.api.app import create_app
-from app.storage.store import Storage, StorageConfig
+from app.config import Settings
+from app.storage.store import Storage
 
 
 def spec() -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Storage(StorageConfig(data_dir=Path(tmp))))
+        app = create_app(Storage(Settings(data_dir=Path(tmp))))
         return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
 
 

@@ -24,20 +24,21 @@ class Endpoint:
 
 class Broker:
     def __init__(self, settings: Settings, storage: Storage, cluster_id: str) -> None:
-        self.settings = settings
+        # Handlers read their settings (auto-creation, default partitions) from here.
+        self.settings = settings.broker
         self.storage = storage
         self.cluster_id = cluster_id
-        self.node_id = settings.node_id
+        self.node_id = settings.broker.node_id
         self.endpoint = Endpoint(
-            settings.node_id, settings.advertised_host, settings.advertised_kafka_port
+            self.node_id, settings.broker.advertised_host, settings.broker.advertised_kafka_port
         )
         self.apis: dict[int, ApiSpec] = {spec.key: spec for spec in all_apis()}
         self.groups = GroupCoordinator(
             storage.groups,
-            initial_rebalance_delay_ms=settings.group_initial_rebalance_delay_ms,
-            min_session_ms=settings.group_min_session_timeout_ms,
-            max_session_ms=settings.group_max_session_timeout_ms,
-            offsets_retention_ms=settings.offsets_retention_minutes * 60_000,
+            initial_rebalance_delay_ms=settings.groups.initial_rebalance_delay_ms,
+            min_session_ms=settings.groups.min_session_timeout_ms,
+            max_session_ms=settings.groups.max_session_timeout_ms,
+            offsets_retention_ms=settings.groups.offsets_retention_minutes * 60_000,
         )
 
     def supports(self, api_key: int, version: int) -> bool:

@@ -40,7 +40,7 @@ from app.storage.log import (
 )
 from app.storage.search import Hit, SearchFailed, SearchTimeout, check_query, rewrite_query
 from app.storage.segments import LOCAL, UPLOADED, Checkpoint
-from app.storage.store import Storage, StorageConfig
+from app.storage.store import Storage
 from app.storage.tier import ObjectStoreError
 
 __all__ = [
@@ -70,7 +70,6 @@ __all__ = [
     "SearchFailed",
     "SearchTimeout",
     "Storage",
-    "StorageConfig",
     "StorageError",
     "TopicExists",
     "TopicMeta",

@@ -9,9 +9,9 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import Settings
 from app.storage import metrics
 from app.storage.errors import UnknownTopic
 from app.storage.groupstore import GroupStore
@@ -31,33 +31,6 @@ from app.storage.tier import Tiering, open_object_store
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-
-
-@dataclass
-class StorageConfig:
-    data_dir: Path
-    fsync: str = "always"
-    fsync_interval_ms: int = 1000
-    segment_bytes: int = 128 * MiB
-    segment_ms: int = 7 * 24 * 3600 * 1000
-    memtail_bytes: int = 64 * MiB
-    retention_check_ms: int = 30_000
-    # Indexing and tiering; no workers means records are not indexed (storage-only tests).
-    index_workers: int = 0
-    index_commit_ms: int = 1000
-    segment_max_records: int = 1_000_000
-    segment_max_bytes: int = 256 * MiB
-    segment_max_age_ms: int = 600_000
-    object_store: str | None = None
-    s3_endpoint_url: str | None = None
-    wal_retain_ms: int = 3_600_000
-    segment_cache_bytes: int = 1024 * MiB
-    tiering_interval_ms: int = 1000
-    search_workers: int = 2
-    search_timeout_ms: int = 10_000
-    log_level: str = "INFO"
-
 
 def _parse_log_dir(name: str) -> tuple[str, int] | None:
     topic, sep, partition = name.rpartition("-")
@@ -67,51 +40,36 @@ def _parse_log_dir(name: str) -> tuple[str, int] | None:
 
 
 class Storage:
-    def __init__(self, config: StorageConfig) -> None:
-        self.config = config
-        self.metadata = MetadataStore(config.data_dir, config.segment_bytes, config.segment_ms)
-        self.fsync = FsyncScheduler(config.fsync, config.fsync_interval_ms)
-        self.memtail = MemTailBudget(config.memtail_bytes)
-        self.logs_dir = config.data_dir / "logs"
+    def __init__(self, settings: Settings) -> None:
+        """Hands each storage subsystem its section of the settings; the log's is read here
+        as the facade owns the partition logs."""
+        self.settings = settings
+        data_dir, cfg = settings.data_dir, settings.log
+        self.metadata = MetadataStore(data_dir, cfg.segment_bytes, cfg.segment_ms)
+        self.fsync = FsyncScheduler(cfg.fsync, cfg.fsync_interval_ms)
+        self.memtail = MemTailBudget(cfg.memtail_bytes)
+        self.logs_dir = data_dir / "logs"
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._retention_task: asyncio.Task[None] | None = None
-        self.groups = GroupStore(config.data_dir / "groups.sqlite")
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(config.data_dir / "registry.sqlite")
+        self.groups = GroupStore(data_dir / "groups.sqlite")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(data_dir / "registry.sqlite")
+        tier = settings.tiering
         self.objects = open_object_store(
-            config.object_store, config.data_dir, config.s3_endpoint_url
+            tier.object_store or None, data_dir, tier.s3_endpoint_url or None
         )
-        self.segments_dir = config.data_dir / "segments"
-        self.index_dir = config.data_dir / "index"
+        self.segments_dir = data_dir / "segments"
+        self.index_dir = data_dir / "index"
         self.tiering = Tiering(
-            self.registry,
-            self.objects,
-            self.segments_dir,
-            config.segment_cache_bytes,
-            config.wal_retain_ms,
-            config.tiering_interval_ms / 1000,
-            search_dir=config.data_dir / "search",
+            self.registry, self.objects, tier, self.segments_dir, search_dir=data_dir / "search"
         )
-        self.search = SearchEngine(
-            self,
-            self.registry,
-            config.data_dir,
-            config.search_workers,
-            config.search_timeout_ms,
-        )
+        self.search = SearchEngine(self, self.registry, data_dir, settings.search)
         self.indexer: Indexer | None = None
-        if config.index_workers > 0:
+        if settings.index.workers > 0:
             self.indexer = Indexer(
-                WorkerConfig(
-                    config.data_dir,
-                    config.index_commit_ms,
-                    config.segment_max_records,
-                    config.segment_max_bytes,
-                    config.segment_max_age_ms,
-                ),
-                config.index_workers,
+                WorkerConfig(data_dir, settings.index),
                 self.partition_states,
-                config.log_level,
+                settings.log_level.upper(),
                 on_sealed=self.tiering.kick,
             )
         self._tier_task: asyncio.Task[None] | None = None
@@ -165,7 +123,7 @@ class Storage:
             time.monotonic() - started,
         )
         await asyncio.to_thread(self._remove_orphans)
-        if self.config.retention_check_ms > 0:
+        if self.settings.log.retention_check_ms > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
         await self.tiering.start()
         self._tier_task = asyncio.create_task(self._wal_tier_loop(), name="wal-tiering")
@@ -184,13 +142,13 @@ class Storage:
                     log.info("removing unregistered segment file %s", path)
                     path.unlink()
         # Search directories of segments a crash left unpublished (linked at packaging).
-        search = self.config.data_dir / "search"
+        search = self.settings.data_dir / "search"
         if search.exists():
             for d in search.glob("*/*/*"):
                 if d.relative_to(search).as_posix() not in known:
                     shutil.rmtree(d, ignore_errors=True)
         # Half-done merges; workers are not running yet.
-        shutil.rmtree(self.config.data_dir / "merge", ignore_errors=True)
+        shutil.rmtree(self.settings.data_dir / "merge", ignore_errors=True)
         live = {partition_dir_name(t, p) for t, p in self._logs}
         if self.index_dir.exists():
             for d in self.index_dir.iterdir():
@@ -202,7 +160,7 @@ class Storage:
 
     async def _wal_tier_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.tiering_interval_ms / 1000)
+            await asyncio.sleep(self.settings.tiering.interval_ms / 1000)
             try:
                 self.tier_wal()
             except Exception:
@@ -218,7 +176,7 @@ class Storage:
             if first is not None and first <= max(plog.log_start_offset, plog.wal_start_offset):
                 end = self.tiering.published_end(topic, partition)
                 if end > plog.wal_start_offset:
-                    deleted += plog.delete_wal_before(end, self.config.wal_retain_ms, now)
+                    deleted += plog.delete_wal_before(end, self.settings.tiering.wal_retain_ms, now)
             metrics.WAL_BYTES.labels(topic, str(partition)).set(plog.size_bytes())
         totals = self.registry.totals()
         for topic in self.metadata.topics():
@@ -258,7 +216,7 @@ class Storage:
 
     async def _retention_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.retention_check_ms / 1000)
+            await asyncio.sleep(self.settings.log.retention_check_ms / 1000)
             try:
                 self.apply_retention(int(time.time() * 1000))
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.config import IndexConfig
 from app.storage.index.merge import MIN_SMALL_RUN, merge_partition, plan_merge
 from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
 from app.storage.index.sealing import object_key
@@ -16,7 +17,7 @@ from tests.unit.test_storage_segments import _fill, _log, _offsets, _run
 def _sealed_segments(tmp_path: Path, count: int) -> tuple[Registry, WorkerConfig]:
     plog = _log(tmp_path)
     registry = Registry(tmp_path / "registry.sqlite")
-    cfg = WorkerConfig(tmp_path, segment_max_records=1000, segment_max_bytes=1 << 30)
+    cfg = WorkerConfig(tmp_path, IndexConfig(segment_max_records=1000, segment_max_bytes=1 << 30))
     pi = PartitionIndexer(cfg, registry, "t", 0, 0)
     for _ in range(count):
         _fill(plog, 3)
@@ -33,8 +34,8 @@ def _merge(registry: Registry, cfg: WorkerConfig) -> bool:
         cfg.data_dir,
         "t",
         0,
-        cfg.segment_max_records,
-        cfg.segment_max_bytes,
+        cfg.index.segment_max_records,
+        cfg.index.segment_max_bytes,
         object_key,
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.config import IndexConfig, LogConfig, Settings
 from app.storage.errors import (
     InvalidConfig,
     InvalidPartitions,
@@ -20,7 +21,7 @@ from app.storage.log.metadata import (
     MetadataStore,
     validate_replication_factor,
 )
-from app.storage.store import Storage, StorageConfig
+from app.storage.store import Storage
 from tests.unit.batchgen import decode_batches, joined, make_batch
 
 
@@ -136,8 +137,13 @@ def test_producer_ids(tmp_path: Path) -> None:
     assert new_pid != pid and new_epoch == 0
 
 
+def _settings(data_dir: Path, log: LogConfig) -> Settings:
+    """Storage alone: no indexer workers, so records are not indexed."""
+    return Settings(data_dir=data_dir, log=log, index=IndexConfig(workers=0))
+
+
 async def test_storage_facade_lifecycle(tmp_path: Path) -> None:
-    config = StorageConfig(data_dir=tmp_path, segment_bytes=4096, retention_check_ms=0)
+    config = _settings(tmp_path, LogConfig(segment_bytes=4096, retention_check_ms=0))
     storage = Storage(config)
     await storage.start()
     storage.create_topic("events", 2, {"message.timestamp.type": "LogAppendTime"})
@@ -185,7 +191,7 @@ async def test_storage_facade_lifecycle(tmp_path: Path) -> None:
 
 
 async def test_storage_retention_pass(tmp_path: Path) -> None:
-    storage = Storage(StorageConfig(data_dir=tmp_path, retention_check_ms=0, fsync="interval"))
+    storage = Storage(_settings(tmp_path, LogConfig(retention_check_ms=0, fsync="interval")))
     await storage.start()
     storage.create_topic("r", 1, {"segment.bytes": "200", "retention.ms": "10"})
     log = storage.log("r", 0)

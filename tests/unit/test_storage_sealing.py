@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app.config import SearchConfig
 from app.storage.index import partition_indexer as indexer_worker
 from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig, open_index_dir
 from app.storage.index.sealing import SEALING, frozen_batches
@@ -139,7 +140,7 @@ async def test_a_search_across_a_publish_counts_every_record_once(
     pi = PartitionIndexer(WorkerConfig(tmp_path), registry, "t", 0, 0)
     # Only the topic's partition count: the search runs for real, in its process pool.
     storage = SimpleNamespace(metadata={"t": SimpleNamespace(partitions=1)})
-    engine = SearchEngine(storage, registry, tmp_path, workers=1)
+    engine = SearchEngine(storage, registry, tmp_path, SearchConfig(workers=1))
     try:
         indexed(pi, tmp_path, 5)
         pi.seal()

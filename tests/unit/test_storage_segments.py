@@ -11,6 +11,7 @@ from pathlib import Path
 import crc32c
 import tantivy
 
+from app.config import IndexConfig
 from app.storage.index.docs import DocBuilder, build_schema
 from app.storage.index.partition_indexer import PartitionIndexer, WorkerConfig
 from app.storage.log.batch import validate_batches
@@ -113,7 +114,7 @@ def test_segment_file_round_trip_and_batch_index(tmp_path: Path) -> None:
     plog = _log(tmp_path)
     _fill(plog, 12)
     plog.close()
-    cfg = WorkerConfig(tmp_path, segment_max_records=1_000_000)
+    cfg = WorkerConfig(tmp_path, IndexConfig(segment_max_records=1_000_000))
     registry = Registry(tmp_path / "registry.sqlite")
     pi = PartitionIndexer(cfg, registry, "t", 0, 0)
     plog = _log(tmp_path)
@@ -245,7 +246,7 @@ def test_indexer_spreads_a_topics_partitions_over_the_workers(tmp_path: Path) ->
     from app.storage.index.supervisor import Indexer
 
     for workers in (2, 3, 4):
-        indexer = Indexer(WorkerConfig(tmp_path), workers, dict, "INFO")
+        indexer = Indexer(WorkerConfig(tmp_path, IndexConfig(workers=workers)), dict, "INFO")
         for topic in ("a", "orders", "t-0123456789ab"):
             owners = [indexer.worker_for(topic, p) for p in range(2 * workers)]
             assert sorted(owners) == sorted(list(range(workers)) * 2), (topic, owners)

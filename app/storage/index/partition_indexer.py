@@ -16,12 +16,13 @@ import os
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tantivy
 
+from app.config import IndexConfig
 from app.storage.fileutil import remove_large
 from app.storage.index.docs import DocBuilder, build_schema
 from app.storage.index.sealing import SEALING, frozen_batches, package
@@ -40,13 +41,13 @@ WRITER_THREADS = 1
 IDLE_COMMIT_MS = 200
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerConfig:
+    """What an indexer worker process is started with: the data directory and the index
+    section of the settings."""
+
     data_dir: Path
-    commit_ms: int = 1000
-    segment_max_records: int = 1_000_000
-    segment_max_bytes: int = 256 * 1024 * 1024
-    segment_max_age_ms: int = 600_000
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 class PartitionGone(Exception):
@@ -262,7 +263,7 @@ class PartitionIndexer:
                 raise PartitionGone(self.topic, self.partition) from None
         if self._uncommitted:
             waited = (now - self._first_uncommitted) * 1000
-            if waited >= self.cfg.commit_ms or (not busy and waited >= IDLE_COMMIT_MS):
+            if waited >= self.cfg.index.commit_ms or (not busy and waited >= IDLE_COMMIT_MS):
                 self.commit()
         if self._should_seal(now):
             self.seal()
@@ -350,7 +351,7 @@ class PartitionIndexer:
         self._uncommitted = 0
 
     def _full(self) -> bool:
-        state, cfg = self.state, self.cfg
+        state, cfg = self.state, self.cfg.index
         return (
             state.get("records", 0) >= cfg.segment_max_records
             or state.get("batches_len", 0) >= cfg.segment_max_bytes
@@ -361,7 +362,7 @@ class PartitionIndexer:
         if not state.get("batches_len"):
             return False
         age_ms = time.time() * 1000 - state.get("created_ms", 0)
-        return self._full() or age_ms >= self.cfg.segment_max_age_ms
+        return self._full() or age_ms >= self.cfg.index.segment_max_age_ms
 
     def seal(self, wait: bool = False) -> None:
         """Freeze the open segment and start a new one at once; a thread packages the

@@ -65,7 +65,6 @@ class Indexer:
     def __init__(
         self,
         cfg: WorkerConfig,
-        workers: int,
         partitions: PartitionState,
         log_level: str = "INFO",
         on_sealed: Callable[[], None] | None = None,
@@ -75,7 +74,7 @@ class Indexer:
         self.log_level = log_level
         self.on_sealed = on_sealed
         self.progress: dict[tuple[str, int], PartitionProgress] = {}
-        self._workers = [_Worker(i) for i in range(workers)]
+        self._workers = [_Worker(i) for i in range(cfg.index.workers)]
         self._ctx = multiprocessing.get_context("spawn")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -58,8 +58,8 @@ def _merge_some(
                 cfg.data_dir,
                 topic,
                 partition,
-                cfg.segment_max_records,
-                cfg.segment_max_bytes,
+                cfg.index.segment_max_records,
+                cfg.index.segment_max_bytes,
                 object_key,
             )
         except Exception:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.config import SearchConfig
 from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
 from app.storage.index import SEALING, open_index_dir
@@ -89,15 +90,15 @@ class SearchEngine:
         storage: Any,
         registry: Registry,
         data_dir: Path,
-        workers: int = 2,
-        timeout_ms: int = 10_000,
+        cfg: SearchConfig | None = None,
     ) -> None:
+        cfg = cfg or SearchConfig()
         self.storage = storage
         self.registry = registry
         self.data_dir = data_dir
         self.cache_dir = data_dir / "search"
-        self.workers = max(workers, 1)
-        self.timeout_s = timeout_ms / 1000
+        self.workers = max(cfg.workers, 1)
+        self.timeout_s = cfg.timeout_ms / 1000
         self._pool: ProcessPoolExecutor | None = None
         self._extracting: dict[str, asyncio.Lock] = {}
 

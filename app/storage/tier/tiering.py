@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from app.config import TieringConfig
 from app.storage import metrics
 from app.storage.fileutil import remove_large
 from app.storage.log import first_record_at_or_after
@@ -31,18 +32,14 @@ class Tiering:
         self,
         registry: Registry,
         store: ObjectStore,
+        cfg: TieringConfig,
         cache_dir: Path,
-        cache_bytes: int,
-        wal_retain_ms: int,
-        interval_s: float = 1.0,
         search_dir: Path | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
+        self.cfg = cfg
         self.cache_dir = cache_dir
-        self.cache_bytes = cache_bytes
-        self.wal_retain_ms = wal_retain_ms
-        self.interval_s = interval_s
         self.search_dir = search_dir
         self._indexes: OrderedDict[str, BatchIndex] = OrderedDict()
         self._used: dict[str, float] = {}
@@ -78,7 +75,7 @@ class Tiering:
         # task is cancelled swallows the cancellation, and a kick during stop() did that.
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s + self._backoff):
+                async with asyncio.timeout(self.cfg.interval_ms / 1000 + self._backoff):
                     await self._kick.wait()
             if self._stopping:
                 return
@@ -130,11 +127,11 @@ class Tiering:
         rows = self.registry.segments(states=(UPLOADED,))
         rows = [r for r in rows if self.local_path(r).exists()]
         total = sum(r.size for r in rows)
-        if total <= self.cache_bytes:
+        if total <= self.cfg.segment_cache_bytes:
             return
         rows.sort(key=lambda r: self._used.get(r.object_key, r.created_ms / 1000))
         for r in rows:
-            if total <= self.cache_bytes:
+            if total <= self.cfg.segment_cache_bytes:
                 break
             remove_large(self.local_path(r))
             self._used.pop(r.object_key, None)
