@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -162,40 +162,28 @@ class Settings:
 
 @dataclass(frozen=True)
 class _Flag:
-    section: str | None  # None: a field of Settings itself
     name: str  # the field's name in its section
     flag: str  # the flag's name, underscores for dashes; env CHRONIK_<FLAG>
     kind: Any
     help: str
 
 
-def _flags() -> Iterator[tuple[str | None, list[_Flag]]]:
-    """Every setting, grouped by section in declaration order."""
+def _flag(f: dataclasses.Field[Any], kind: Any) -> _Flag:
+    return _Flag(f.name, f.metadata["flag"] or f.name, kind, f.metadata["help"])
+
+
+def _flags() -> list[tuple[str | None, list[_Flag]]]:
+    """Every setting by section (None: the fields of Settings itself), in declaration order."""
     top: list[_Flag] = []
     sections: list[tuple[str | None, list[_Flag]]] = [(None, top)]
-    hints = get_type_hints(Settings)
     for f in fields(Settings):
-        kind = hints[f.name]
+        kind = get_type_hints(Settings)[f.name]
         if dataclasses.is_dataclass(kind):
-            section_hints = get_type_hints(kind)
-            sections.append(
-                (
-                    f.name,
-                    [
-                        _Flag(
-                            f.name,
-                            sf.name,
-                            sf.metadata["flag"] or sf.name,
-                            section_hints[sf.name],
-                            sf.metadata["help"],
-                        )
-                        for sf in fields(kind)
-                    ],
-                )
-            )
+            hints = get_type_hints(kind)
+            sections.append((f.name, [_flag(sf, hints[sf.name]) for sf in fields(kind)]))
         else:
-            top.append(_Flag(None, f.name, f.name, kind, f.metadata["help"]))
-    yield from sections
+            top.append(_flag(f, kind))
+    return sections
 
 
 def _bool(value: str) -> bool:
@@ -226,7 +214,7 @@ def load_settings(
     parser = argparse.ArgumentParser(
         prog="chronik", description="Kafka-compatible broker and search service"
     )
-    sections = list(_flags())
+    sections = _flags()
     for section, flags in sections:
         group = parser if section is None else parser.add_argument_group(section)
         for fl in flags:
