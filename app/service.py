@@ -76,6 +76,7 @@ class Service:
             await asyncio.sleep(0.01)
         if http_task.done():
             await self.kafka.stop()
+            await broker.close()
             await self.storage.close()
             http_task.result()
             raise RuntimeError("HTTP listener failed to start")
@@ -92,7 +93,7 @@ class Service:
         log.info("shutting down")
         self.app.state.ready = False
         await self.kafka.stop()
-        await broker.groups.close()
+        await broker.close()
         self.http.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=5)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..storage.store import Storage
-from .groups import GroupCoordinator
+from .groups import GroupCoordinator, GroupStore
 from .handlers import all_apis
 from .handlers.base import ApiSpec, Frame
 from .protocol.codec import Request
@@ -33,13 +33,18 @@ class Broker:
             self.node_id, settings.broker.advertised_host, settings.broker.advertised_kafka_port
         )
         self.apis: dict[int, ApiSpec] = {spec.key: spec for spec in all_apis()}
+        # Group state is the broker's, not storage's: storage never imports the broker.
         self.groups = GroupCoordinator(
-            storage.groups,
+            GroupStore(settings.data_dir / "groups.sqlite"),
             initial_rebalance_delay_ms=settings.groups.initial_rebalance_delay_ms,
             min_session_ms=settings.groups.min_session_timeout_ms,
             max_session_ms=settings.groups.max_session_timeout_ms,
             offsets_retention_ms=settings.groups.offsets_retention_minutes * 60_000,
         )
+
+    async def close(self) -> None:
+        await self.groups.close()
+        self.groups.store.close()
 
     def supports(self, api_key: int, version: int) -> bool:
         spec = self.apis.get(api_key)

@@ -14,7 +14,6 @@ from pathlib import Path
 from app.config import Settings
 from app.storage import metrics
 from app.storage.errors import UnknownTopic
-from app.storage.groupstore import GroupStore
 from app.storage.index import Indexer, WorkerConfig, partition_dir_name
 from app.storage.log import (
     FsyncScheduler,
@@ -51,7 +50,6 @@ class Storage:
         self.logs_dir = data_dir / "logs"
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._retention_task: asyncio.Task[None] | None = None
-        self.groups = GroupStore(data_dir / "groups.sqlite")
         data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(data_dir / "registry.sqlite")
         tier = settings.tiering
@@ -203,7 +201,6 @@ class Storage:
         self.search.close()
         await self.fsync.close()
         await asyncio.to_thread(self._close_logs)
-        self.groups.close()
         self.registry.close()
 
     def _close_logs(self) -> None:
@@ -320,7 +317,6 @@ class Storage:
 
     def delete_topic(self, name: str) -> None:
         meta = self.metadata.delete_topic(name)
-        self.groups.delete_topic(name)
         if self.indexer is not None:
             self.indexer.drop_now([(name, p) for p in range(meta.partitions)])
         self.registry.drop_topic(name)

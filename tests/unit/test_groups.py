@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.broker import errors as e
-from app.broker.group_model import COMPLETING, EMPTY, PREPARING, STABLE
-from app.broker.groups import GroupCoordinator
-from app.storage.groupstore import GroupStore
+from app.broker.groups import COMPLETING, EMPTY, PREPARING, STABLE, GroupCoordinator, GroupStore
 
 PROTOCOLS = [("range", b"\x00\x00\x00\x00\x00\x01\x00\x01t")]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from app.broker import errors as e
-from app.broker.group_model import COMPLETING, PREPARING, STABLE
-from app.broker.groups import GroupCoordinator
+from app.broker.groups import COMPLETING, PREPARING, STABLE, GroupCoordinator
 
 from .test_groups import PROTOCOLS, coord, join, join_new, sync_all
 

@@ -11,7 +11,7 @@ from ..errors import (
     OFFSET_METADATA_TOO_LARGE,
     UNKNOWN_TOPIC_OR_PARTITION,
 )
-from ..group_model import EMPTY
+from ..groups import EMPTY
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
 
@@ -62,7 +62,7 @@ async def offset_commit(broker: Broker, req: Request) -> Frame:
                 )
             )
         topics.append(build(mod.OffsetCommitResponseTopic, name=t.name, partitions=tuple(parts)))
-    broker.storage.groups.commit_offsets(b.group_id, rows)
+    broker.groups.store.commit_offsets(b.group_id, rows)
     return respond(req, build(resp, throttle_time=NO_THROTTLE, topics=tuple(topics)))
 
 
@@ -70,7 +70,7 @@ def _fetch_topics(
     broker: Broker, group_id: str, wanted: Any, topic_cls: type, part_cls: type
 ) -> tuple[Any, ...]:
     """The committed offsets of one group, as response topics (-1 where none)."""
-    committed = broker.storage.groups.fetch_offsets(group_id)
+    committed = broker.groups.store.fetch_offsets(group_id)
     if wanted is None:
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(committed):
@@ -151,7 +151,7 @@ async def offset_delete(broker: Broker, req: Request) -> Frame:
                 )
             )
         topics.append(build(mod.OffsetDeleteResponseTopic, name=t.name, partitions=tuple(parts)))
-    broker.storage.groups.delete_offsets(b.group_id, doomed)
+    broker.groups.store.delete_offsets(b.group_id, doomed)
     out = build(resp, error_code=err(NONE), throttle_time=NO_THROTTLE, topics=tuple(topics))
     return respond(req, out)
 

@@ -204,6 +204,7 @@ def _delete_one(broker: Broker, key: tuple[str, Any]) -> tuple[Any, int, str | N
     if meta is None:
         return None, missing, "topic does not exist"
     broker.storage.delete_topic(meta.name)
+    broker.groups.store.delete_topic(meta.name)
     log.info("deleted topic %s", meta.name)
     return meta, NONE, None
 

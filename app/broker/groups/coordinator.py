@@ -15,9 +15,8 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from ..storage.groupstore import GroupStore
-from . import errors as e
-from .group_model import (
+from .. import errors as e
+from .model import (
     COMPLETING,
     DEAD,
     EMPTY,
@@ -28,7 +27,9 @@ from .group_model import (
     Member,
     SyncResult,
 )
-from .group_static import current_generation_result, keeps_assignment, replace_static_member
+from .static import current_generation_result, keeps_assignment, replace_static_member
+from .store import GroupStore
+from .table import GroupTable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ TICK_SECONDS = 0.05
 RETENTION_CHECK_SECONDS = 60.0
 
 
-class GroupCoordinator:
+class GroupCoordinator(GroupTable):
     def __init__(
         self,
         store: GroupStore,
@@ -46,21 +47,13 @@ class GroupCoordinator:
         max_session_ms: int = 1_800_000,
         offsets_retention_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
-        self.store = store
+        super().__init__(store, offsets_retention_ms)
         self.initial_delay = initial_rebalance_delay_ms / 1000
         self.min_session_ms = min_session_ms
         self.max_session_ms = max_session_ms
-        self.offsets_retention_ms = offsets_retention_ms
-        self.groups: dict[str, Group] = {}
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-
-    def load(self) -> None:
-        for group_id, state in self.store.load_groups().items():
-            self.groups[group_id] = Group.from_json(group_id, state)
-        for group_id in self.store.groups_with_offsets():
-            self.groups.setdefault(group_id, Group(group_id))
 
     async def start(self) -> None:
         self.load()
@@ -273,22 +266,6 @@ class GroupCoordinator:
 
     # -- SyncGroup / Heartbeat / LeaveGroup ------------------------------------------
 
-    def _check_member(
-        self, group: Group | None, generation: int, member_id: str, instance_id: str | None
-    ) -> tuple[int, Member | None]:
-        if group is None or group.state == DEAD:
-            return e.UNKNOWN_MEMBER_ID, None
-        if instance_id is not None:
-            known = group.static.get(instance_id)
-            if known is not None and known != member_id:
-                return e.FENCED_INSTANCE_ID, None
-        member = group.members.get(member_id)
-        if member is None:
-            return e.UNKNOWN_MEMBER_ID, None
-        if generation != group.generation:
-            return e.ILLEGAL_GENERATION, member
-        return e.NONE, member
-
     async def sync(
         self,
         group_id: str,
@@ -418,69 +395,3 @@ class GroupCoordinator:
         fut, member.sync_future = member.sync_future, None
         if fut is not None and not fut.done():
             fut.set_result(result)
-
-    def _persist(self, group: Group) -> None:
-        try:
-            self.store.save_group(group.group_id, group.to_json())
-        except Exception:
-            log.exception("saving group %s failed", group.group_id)
-
-    # -- offsets and administration --------------------------------------------------
-
-    def check_commit(
-        self, group_id: str, generation: int, member_id: str, instance_id: str | None
-    ) -> int:
-        """Whether a member (or a simple consumer, generation < 0) may commit now."""
-        group = self.groups.get(group_id)
-        if group is None or group.state == DEAD:
-            if generation < 0:
-                self.groups[group_id] = Group(group_id)
-                return e.NONE
-            return e.UNKNOWN_MEMBER_ID
-        if generation < 0 and group.state == EMPTY:
-            return e.NONE
-        code, member = self._check_member(group, generation, member_id, instance_id)
-        if code != e.NONE:
-            return code
-        if member is not None:
-            member.touch()
-        if group.state == COMPLETING:
-            return e.REBALANCE_IN_PROGRESS
-        return e.NONE
-
-    def describe(self, group_id: str) -> Group | None:
-        group = self.groups.get(group_id)
-        return group if group is not None and group.state != DEAD else None
-
-    def list_groups(self, states: set[str] | None = None) -> list[Group]:
-        return [
-            g
-            for g in self.groups.values()
-            if g.state != DEAD and (not states or g.state.lower() in states)
-        ]
-
-    def delete_group(self, group_id: str) -> int:
-        group = self.groups.get(group_id)
-        if group is None or group.state == DEAD:
-            return e.GROUP_ID_NOT_FOUND
-        if group.state != EMPTY:
-            return e.NON_EMPTY_GROUP
-        group.state = DEAD
-        del self.groups[group_id]
-        self.store.delete_offsets(group_id, None)
-        self.store.save_group(group_id, None)
-        log.info("group %s deleted", group_id)
-        return e.NONE
-
-    def expire_offsets(self, now_ms: int) -> None:
-        """offsets.retention: an empty group's offsets go once it has been idle that long."""
-        for group in list(self.groups.values()):
-            if group.state != EMPTY:
-                continue
-            offsets = self.store.fetch_offsets(group.group_id)
-            last = max([group.empty_since_ms, *(o.commit_ms for o in offsets.values())])
-            if now_ms - last > self.offsets_retention_ms:
-                log.info("group %s: offsets expired", group.group_id)
-                self.store.delete_offsets(group.group_id, None)
-                self.store.save_group(group.group_id, None)
-                del self.groups[group.group_id]

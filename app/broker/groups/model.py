@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NONE
+from ..errors import NONE
 
 EMPTY = "Empty"
 PREPARING = "PreparingRebalance"

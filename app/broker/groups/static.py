@@ -8,7 +8,7 @@ rejoin changes what the group would assign.
 
 from __future__ import annotations
 
-from .group_model import STABLE, Group, JoinResult, Member, parse_subscription_topics
+from .model import STABLE, Group, JoinResult, Member, parse_subscription_topics
 
 # From this JoinGroup version a leader can be told to skip running its assignor.
 SKIP_ASSIGNMENT_FROM = 9
