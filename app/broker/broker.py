@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from ..config import Settings
 from ..storage.store import Storage
+from .context import ApiSpec, Endpoint, Frame
 from .groups import GroupCoordinator, GroupStore
 from .handlers import all_apis
-from .handlers.base import ApiSpec, Frame
 from .protocol.codec import Request
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    node_id: int
-    host: str
-    port: int
 
 
 class Broker:

@@ -12,9 +12,10 @@ from typing import Any
 
 from . import metrics
 from .broker import Broker
+from .context import Frame
 from .errors import UNEXPECTED_MESSAGE, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
-from .handlers.base import Frame, error_only_response
+from .handlers.base import error_only_response
 from .handlers.failure import failed_response, topics_named
 from .protocol.codec import (
     API_VERSIONS_KEY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import ApiSpec
+from ..context import ApiSpec
 
 
 def all_apis() -> list[ApiSpec]:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
 
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import NONE, UNSUPPORTED_VERSION
 from ..protocol.codec import API_VERSIONS_KEY, encode_response
 from ..protocol.codec import Request as KafkaRequest
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 MIN_VERSION = 0
 MAX_VERSION = 4
@@ -22,7 +18,7 @@ MAX_VERSION = 4
 _cache: dict[int, bytes] = {}
 
 
-def unsupported_version_response(broker: Broker, correlation_id: int) -> bytes:
+def unsupported_version_response(broker: BrokerContext, correlation_id: int) -> bytes:
     """Error 35 in the v0 body layout, so any client can read which versions exist."""
     body = ApiVersionsResponseV0(
         error_code=err(UNSUPPORTED_VERSION),
@@ -34,7 +30,7 @@ def unsupported_version_response(broker: Broker, correlation_id: int) -> bytes:
     return encode_response(API_VERSIONS_KEY, 0, correlation_id, False, body)
 
 
-async def handle(broker: Broker, req: KafkaRequest) -> Frame:
+async def handle(broker: BrokerContext, req: KafkaRequest) -> Frame:
     cached = _cache.get(req.header.api_version)
     if cached is not None:
         # The body never changes for a version; only the correlation id does.

@@ -1,35 +1,20 @@
-"""What every handler module shares: the API table entry and kio response helpers."""
+"""What every handler module shares: kio response helpers. The API table entry and the
+broker interface a handler sees are in `..context`."""
 
 from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from ..protocol.codec import Request, encode_response, response_type
 
-if TYPE_CHECKING:
-    from ..broker import Broker
-
-# A handler returns the whole response frame: one buffer, several buffers for
-# writelines(), or None when the request gets no response (acks=0 produce).
-Frame = bytes | list[bytes | memoryview] | None
-Handler = Callable[["Broker", Request], Awaitable[Frame]]
-
 NO_THROTTLE = datetime.timedelta(0)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiSpec:
-    key: int
-    min_version: int
-    max_version: int
-    handler: Handler
 
 
 def module_of(entity: type) -> Any:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import MISMATCHED_ENDPOINT_TYPE, NONE, UNSUPPORTED_ENDPOINT_TYPE
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 DESCRIBE_CLUSTER = 60
 DESCRIBE_LOG_DIRS = 35
@@ -21,7 +19,7 @@ ENDPOINT_BROKERS = 1
 ENDPOINT_CONTROLLERS = 2
 
 
-async def describe_cluster(broker: Broker, req: Request) -> Frame:
+async def describe_cluster(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     endpoint_type = int(getattr(req.body, "endpoint_type", ENDPOINT_BROKERS))
     code, message = NONE, None
@@ -58,7 +56,7 @@ async def describe_cluster(broker: Broker, req: Request) -> Frame:
     return respond(req, out)
 
 
-def _wanted(broker: Broker, requested: Any) -> dict[str, list[int]]:
+def _wanted(broker: BrokerContext, requested: Any) -> dict[str, list[int]]:
     """{topic: partitions} to describe; partitions this broker does not have are left out,
     as Kafka leaves out replicas a broker does not host."""
     topics = broker.storage.metadata.topics()
@@ -75,7 +73,7 @@ def _wanted(broker: Broker, requested: Any) -> dict[str, list[int]]:
     return {k: list(v) for k, v in out.items() if v}
 
 
-async def describe_log_dirs(broker: Broker, req: Request) -> Frame:
+async def describe_log_dirs(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     storage = broker.storage
     topics = []

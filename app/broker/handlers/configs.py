@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import errors as se
 from ...storage import topicconfig, validate_topic_name
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     INVALID_CONFIG,
     INVALID_REQUEST,
@@ -22,10 +23,7 @@ from ..errors import (
     code_for,
 )
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +99,7 @@ def _default_source(key: str, value: str) -> int:
     return STATIC_BROKER_CONFIG
 
 
-def topic_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
+def topic_entries(broker: BrokerContext, overrides: dict[str, str]) -> list[Entry]:
     defaults = broker.storage.metadata.default_topic_configs()
     out = []
     for key in sorted({**defaults, **overrides}):
@@ -122,7 +120,7 @@ def topic_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
     return out
 
 
-def broker_entries(broker: Broker) -> list[Entry]:
+def broker_entries(broker: BrokerContext) -> list[Entry]:
     s = broker.settings
     defaults = broker.storage.metadata.default_topic_configs()
     rows: list[tuple[str, str, int, str]] = [
@@ -149,12 +147,12 @@ def broker_entries(broker: Broker) -> list[Entry]:
     ]
 
 
-def _broker_name_ok(broker: Broker, name: str) -> bool:
+def _broker_name_ok(broker: BrokerContext, name: str) -> bool:
     # An empty name addresses the cluster-wide broker defaults, which are this broker's.
     return name in ("", str(broker.node_id))
 
 
-def _describe_one(broker: Broker, mod: Any, res: Any, synonyms: bool, docs: bool) -> Any:
+def _describe_one(broker: BrokerContext, mod: Any, res: Any, synonyms: bool, docs: bool) -> Any:
     rtype, name = int(res.resource_type), res.resource_name
     code, message = NONE, None
     entries: list[Entry] = []
@@ -206,7 +204,7 @@ def _describe_one(broker: Broker, mod: Any, res: Any, synonyms: bool, docs: bool
     )
 
 
-async def describe_configs(broker: Broker, req: Request) -> Frame:
+async def describe_configs(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     body = req.body
     synonyms = bool(getattr(body, "include_synonyms", False))
@@ -277,7 +275,11 @@ def _incremental(
 
 
 def _alter_topic(
-    broker: Broker, name: str, configs: tuple[Any, ...], incremental: bool, validate_only: bool
+    broker: BrokerContext,
+    name: str,
+    configs: tuple[Any, ...],
+    incremental: bool,
+    validate_only: bool,
 ) -> None:
     meta = broker.storage.metadata.get(name)
     if meta is None:
@@ -296,7 +298,12 @@ def _alter_topic(
 
 
 def _alter_one(
-    broker: Broker, mod: Any, res: Any, incremental: bool, validate_only: bool, repeated: bool
+    broker: BrokerContext,
+    mod: Any,
+    res: Any,
+    incremental: bool,
+    validate_only: bool,
+    repeated: bool,
 ) -> Any:
     rtype, name = int(res.resource_type), res.resource_name
     code, message = NONE, None
@@ -331,7 +338,7 @@ def _alter_one(
     )
 
 
-def _alter(broker: Broker, req: Request, incremental: bool) -> Frame:
+def _alter(broker: BrokerContext, req: Request, incremental: bool) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(req.body.validate_only)
     keys = [(int(r.resource_type), r.resource_name) for r in req.body.resources]
@@ -342,11 +349,11 @@ def _alter(broker: Broker, req: Request, incremental: bool) -> Frame:
     return respond(req, build(resp, throttle_time=NO_THROTTLE, responses=responses))
 
 
-async def alter_configs(broker: Broker, req: Request) -> Frame:
+async def alter_configs(broker: BrokerContext, req: Request) -> Frame:
     return _alter(broker, req, incremental=False)
 
 
-async def incremental_alter_configs(broker: Broker, req: Request) -> Frame:
+async def incremental_alter_configs(broker: BrokerContext, req: Request) -> Frame:
     return _alter(broker, req, incremental=True)
 
 

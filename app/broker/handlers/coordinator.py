@@ -6,21 +6,19 @@ the broker does not list FindCoordinator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import INVALID_REQUEST, NONE
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, has_field, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, has_field, respond, response_classes
 
 FIND_COORDINATOR = 10
 GROUP = 0
 TRANSACTION = 1
 
 
-async def find_coordinator(broker: Broker, req: Request) -> Frame:
+async def find_coordinator(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     key_type = int(getattr(req.body, "key_type", GROUP))
     found: dict[str, Any] = {"node_id": -1, "host": "", "port": -1}

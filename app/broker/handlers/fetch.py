@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...storage import errors as se
 from .. import metrics
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     FETCH_SESSION_ID_NOT_FOUND,
     NONE,
@@ -25,11 +26,9 @@ from ..protocol.fetch_codec import (
     FetchTopicResult,
     encode_fetch_response,
 )
-from .base import ApiSpec, Frame
 
 if TYPE_CHECKING:
     from ...storage import PartitionLog
-    from ..broker import Broker
 
 FETCH = 1
 # Kafka's broker `fetch.max.bytes` default (KIP-541): a request's max_bytes is capped at it,
@@ -48,7 +47,7 @@ class _Wanted:
     max_bytes: int
 
 
-def _plan(broker: Broker, req: Request) -> tuple[list[FetchTopicResult], list[_Wanted]]:
+def _plan(broker: BrokerContext, req: Request) -> tuple[list[FetchTopicResult], list[_Wanted]]:
     by_id = req.header.api_version >= FETCH_TOPIC_IDS_FROM
     topics: list[FetchTopicResult] = []
     wanted: list[_Wanted] = []
@@ -78,7 +77,7 @@ def _plan(broker: Broker, req: Request) -> tuple[list[FetchTopicResult], list[_W
     return topics, wanted
 
 
-async def _read(broker: Broker, wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
+async def _read(broker: BrokerContext, wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
     """Fill every partition result; returns bytes read and whether any errored."""
     total = 0
     errored = False
@@ -119,7 +118,7 @@ async def _read(broker: Broker, wanted: list[_Wanted], max_bytes: int) -> tuple[
     return total, errored
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     body = req.body
     version = req.header.api_version
     epoch = int(getattr(body, "session_epoch", FINAL_EPOCH))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     GROUP_ID_NOT_FOUND,
     GROUP_SUBSCRIBED_TO_TOPIC,
@@ -13,10 +14,7 @@ from ..errors import (
 )
 from ..groups import EMPTY
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 OFFSET_COMMIT = 8
 OFFSET_FETCH = 9
@@ -25,12 +23,12 @@ OFFSET_DELETE = 47
 MAX_METADATA = 4096
 
 
-def _partition_exists(broker: Broker, topic: str, partition: int) -> bool:
+def _partition_exists(broker: BrokerContext, topic: str, partition: int) -> bool:
     meta = broker.storage.metadata.get(topic)
     return meta is not None and 0 <= partition < meta.partitions
 
 
-async def offset_commit(broker: Broker, req: Request) -> Frame:
+async def offset_commit(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
     group_code = broker.groups.check_commit(
@@ -67,7 +65,7 @@ async def offset_commit(broker: Broker, req: Request) -> Frame:
 
 
 def _fetch_topics(
-    broker: Broker, group_id: str, wanted: Any, topic_cls: type, part_cls: type
+    broker: BrokerContext, group_id: str, wanted: Any, topic_cls: type, part_cls: type
 ) -> tuple[Any, ...]:
     """The committed offsets of one group, as response topics (-1 where none)."""
     committed = broker.groups.store.fetch_offsets(group_id)
@@ -97,7 +95,7 @@ def _fetch_topics(
     return tuple(out)
 
 
-async def offset_fetch(broker: Broker, req: Request) -> Frame:
+async def offset_fetch(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
     if hasattr(b, "groups"):
@@ -124,7 +122,7 @@ async def offset_fetch(broker: Broker, req: Request) -> Frame:
     return respond(req, out)
 
 
-async def offset_delete(broker: Broker, req: Request) -> Frame:
+async def offset_delete(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
     group = broker.groups.describe(b.group_id)

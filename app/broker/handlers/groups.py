@@ -3,14 +3,12 @@ DescribeGroups, DeleteGroups."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import NONE
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 JOIN_GROUP = 11
 HEARTBEAT = 12
@@ -28,7 +26,7 @@ def _ms(value: Any) -> int:
     return int(value.total_seconds() * 1000)
 
 
-async def join_group(broker: Broker, req: Request) -> Frame:
+async def join_group(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
     session_ms = _ms(b.session_timeout)
@@ -65,7 +63,7 @@ async def join_group(broker: Broker, req: Request) -> Frame:
     return respond(req, body)
 
 
-async def sync_group(broker: Broker, req: Request) -> Frame:
+async def sync_group(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
     result = await broker.groups.sync(
@@ -88,7 +86,7 @@ async def sync_group(broker: Broker, req: Request) -> Frame:
     return respond(req, body)
 
 
-async def heartbeat(broker: Broker, req: Request) -> Frame:
+async def heartbeat(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
     code = broker.groups.heartbeat(
@@ -97,7 +95,7 @@ async def heartbeat(broker: Broker, req: Request) -> Frame:
     return respond(req, build(resp, throttle_time=NO_THROTTLE, error_code=err(code)))
 
 
-async def leave_group(broker: Broker, req: Request) -> Frame:
+async def leave_group(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
     if hasattr(b, "members"):
@@ -118,7 +116,7 @@ async def leave_group(broker: Broker, req: Request) -> Frame:
     return respond(req, out)
 
 
-async def list_groups(broker: Broker, req: Request) -> Frame:
+async def list_groups(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     states = {s.lower() for s in getattr(req.body, "states_filter", ())}
     types = {t.lower() for t in getattr(req.body, "types_filter", ())}
@@ -141,7 +139,7 @@ async def list_groups(broker: Broker, req: Request) -> Frame:
     return respond(req, out)
 
 
-async def describe_groups(broker: Broker, req: Request) -> Frame:
+async def describe_groups(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     described = []
     for group_id in req.body.groups:
@@ -187,7 +185,7 @@ async def describe_groups(broker: Broker, req: Request) -> Frame:
     return respond(req, build(resp, throttle_time=NO_THROTTLE, groups=tuple(described)))
 
 
-async def delete_groups(broker: Broker, req: Request) -> Frame:
+async def delete_groups(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     results = tuple(
         build(mod.DeletableGroupResult, group_id=g, error_code=err(broker.groups.delete_group(g)))

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import TopicMeta, validate_topic_name
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import INVALID_TOPIC_EXCEPTION, NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+from .base import NO_THROTTLE, build, err, respond, response_classes
 from .topics import creation_error
-
-if TYPE_CHECKING:
-    from ..broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +20,7 @@ METADATA = 3
 OPS_NOT_REQUESTED = -(2**31)
 
 
-def _topic_entry(broker: Broker, mod: Any, meta: TopicMeta) -> Any:
+def _topic_entry(broker: BrokerContext, mod: Any, meta: TopicMeta) -> Any:
     node = broker.node_id
     partitions = tuple(
         build(
@@ -60,7 +58,7 @@ def _error_entry(mod: Any, name: str | None, topic_id: Any, code: int) -> Any:
     )
 
 
-def _lookup(broker: Broker, mod: Any, name: str, auto_create: bool) -> Any:
+def _lookup(broker: BrokerContext, mod: Any, name: str, auto_create: bool) -> Any:
     meta: TopicMeta | None = broker.storage.metadata.get(name)
     if meta is not None:
         return _topic_entry(broker, mod, meta)
@@ -83,7 +81,7 @@ def _lookup(broker: Broker, mod: Any, name: str, auto_create: bool) -> Any:
     return _topic_entry(broker, mod, meta)
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     body = req.body
     version = req.header.api_version

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import INVALID_REQUEST, NONE, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 LIST_OFFSETS = 2
 LATEST = -1
@@ -26,7 +24,9 @@ def _unsupported(ts: int, version: int) -> bool:
     return ts < 0 and version < SENTINEL_FROM.get(ts, 2**15)
 
 
-async def _lookup(broker: Broker, topic: str, partition: int, ts: int) -> tuple[int, int, int]:
+async def _lookup(
+    broker: BrokerContext, topic: str, partition: int, ts: int
+) -> tuple[int, int, int]:
     """(error, offset, timestamp) for one partition."""
     try:
         plog = broker.storage.log(topic, partition)
@@ -56,7 +56,7 @@ def _duplicates(topics: Any) -> set[tuple[str, int]]:
     return dups
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     version = req.header.api_version
     # Kafka answers every entry of a partition named twice with INVALID_REQUEST.

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST, NONE
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
+from .base import NO_THROTTLE, build, err, respond, response_classes
 from .topics import creation_error
-
-if TYPE_CHECKING:
-    from ..broker import Broker
 
 log = logging.getLogger(__name__)
 
 CREATE_PARTITIONS = 37
 
 
-def _check_assignments(broker: Broker, t: Any, added: int) -> tuple[int, str] | None:
+def _check_assignments(broker: BrokerContext, t: Any, added: int) -> tuple[int, str] | None:
     """Explicit assignments must cover exactly the new partitions, each on this broker
     alone: a single-node cluster has nowhere else to put a replica."""
     if t.assignments is None:
@@ -40,7 +38,7 @@ def _check_assignments(broker: Broker, t: Any, added: int) -> tuple[int, str] | 
     return None
 
 
-def _create(broker: Broker, t: Any, validate_only: bool) -> tuple[int, str | None]:
+def _create(broker: BrokerContext, t: Any, validate_only: bool) -> tuple[int, str | None]:
     metadata = broker.storage.metadata
     total = int(t.count)
     try:
@@ -58,7 +56,7 @@ def _create(broker: Broker, t: Any, validate_only: bool) -> tuple[int, str | Non
     return NONE, None
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(req.body.validate_only)
     counts = Counter(t.name for t in req.body.topics)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ...storage import check_records, validate_batches
 from ...storage import errors as se
 from .. import metrics
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     CORRUPT_MESSAGE,
     INVALID_REQUIRED_ACKS,
@@ -21,19 +22,17 @@ from ..errors import (
 )
 from ..protocol.codec import Request
 from ..protocol.produce_codec import PartitionResult, encode_produce_response
-from .base import ApiSpec, Frame
 from .topics import creation_error
 
 if TYPE_CHECKING:
     from ...storage import PartitionLog
-    from ..broker import Broker
 
 log = logging.getLogger(__name__)
 
 PRODUCE = 0
 
 
-def _resolve_topic(broker: Broker, name: str) -> int:
+def _resolve_topic(broker: BrokerContext, name: str) -> int:
     """0 when the topic exists (creating it if allowed), else the error code."""
     if broker.storage.metadata.get(name) is not None:
         return 0
@@ -49,7 +48,7 @@ def _resolve_topic(broker: Broker, name: str) -> int:
 
 
 def _append(
-    broker: Broker, plog: PartitionLog, records: bytes | None, now_ms: int
+    broker: BrokerContext, plog: PartitionLog, records: bytes | None, now_ms: int
 ) -> PartitionResult:
     result = PartitionResult(plog.partition)
     if not records:
@@ -89,7 +88,7 @@ def _append(
     return result
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     body = req.body
     acks = int(body.acks)
     now_ms = int(time.time() * 1000)

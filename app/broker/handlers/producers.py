@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import INVALID_REQUEST, NONE
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 INIT_PRODUCER_ID = 22
 MAX_EPOCH = 32767
@@ -33,7 +31,7 @@ def _check_transactional(body: Any) -> int:
     return NONE
 
 
-async def init_producer_id(broker: Broker, req: Request) -> Frame:
+async def init_producer_id(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     body = req.body
     meta = broker.storage.metadata

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import NONE, UNKNOWN_TOPIC_OR_PARTITION, code_for
 from ..protocol.codec import Request
-from .base import NO_THROTTLE, ApiSpec, Frame, build, err, respond, response_classes
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, respond, response_classes
 
 log = logging.getLogger(__name__)
 
 DELETE_RECORDS = 21
 
 
-def _delete(broker: Broker, mod: Any, topic: str, p: Any) -> Any:
+def _delete(broker: BrokerContext, mod: Any, topic: str, p: Any) -> Any:
     partition, offset = int(p.partition_index), int(p.offset)
     code, low = NONE, -1
     try:
@@ -39,7 +37,7 @@ def _delete(broker: Broker, mod: Any, topic: str, p: Any) -> Any:
     )
 
 
-async def handle(broker: Broker, req: Request) -> Frame:
+async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     topics = tuple(
         build(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...storage import PartitionLimit, metadata
 from ...storage import errors as se
+from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     INVALID_PARTITIONS,
     INVALID_REPLICA_ASSIGNMENT,
@@ -22,19 +23,7 @@ from ..errors import (
     code_for,
 )
 from ..protocol.codec import Request
-from .base import (
-    NO_THROTTLE,
-    ApiSpec,
-    Frame,
-    build,
-    err,
-    has_field,
-    respond,
-    response_classes,
-)
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .base import NO_THROTTLE, build, err, has_field, respond, response_classes
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +50,7 @@ def creation_error(exc: se.StorageError) -> int:
     return code if code != UNKNOWN_SERVER_ERROR else INVALID_REQUEST
 
 
-def _check_assignments(broker: Broker, t: Any) -> int:
+def _check_assignments(broker: BrokerContext, t: Any) -> int:
     """The partition count of explicit assignments, checked as KRaft's
     ReplicationControlManager.createTopic checks them; raises RequestError."""
     if int(t.replication_factor) != -1 or int(t.num_partitions) != -1:
@@ -91,7 +80,7 @@ def _check_assignments(broker: Broker, t: Any) -> int:
     return len(indexes)
 
 
-def _partition_count(broker: Broker, t: Any) -> int:
+def _partition_count(broker: BrokerContext, t: Any) -> int:
     if t.assignments:
         return _check_assignments(broker, t)
     rf = int(t.replication_factor)
@@ -111,7 +100,7 @@ def _partition_count(broker: Broker, t: Any) -> int:
     return partitions
 
 
-def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
+def _create_one(broker: BrokerContext, mod: Any, t: Any, validate_only: bool) -> Any:
     result: dict[str, Any] = {
         "name": t.name,
         "topic_id": None,
@@ -160,7 +149,7 @@ def _create_one(broker: Broker, mod: Any, t: Any, validate_only: bool) -> Any:
     return build(mod.CreatableTopicResult, **result)
 
 
-async def create_topics(broker: Broker, req: Request) -> Frame:
+async def create_topics(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(getattr(req.body, "validate_only", False))
     # Kafka creates none of the entries of a name listed twice.
@@ -194,7 +183,7 @@ def _deletion_key(name: str | None, topic_id: Any) -> tuple[str, Any] | str:
     return ("id", topic_id) if has_id else ("name", name)
 
 
-def _delete_one(broker: Broker, key: tuple[str, Any]) -> tuple[Any, int, str | None]:
+def _delete_one(broker: BrokerContext, key: tuple[str, Any]) -> tuple[Any, int, str | None]:
     """(meta or None, error code, message) after deleting one topic."""
     kind, value = key
     if kind == "id":
@@ -209,7 +198,7 @@ def _delete_one(broker: Broker, key: tuple[str, Any]) -> tuple[Any, int, str | N
     return meta, NONE, None
 
 
-async def delete_topics(broker: Broker, req: Request) -> Frame:
+async def delete_topics(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     body = req.body
     wanted: list[tuple[str | None, Any]] = []
