@@ -1,4 +1,5 @@
-"""The broker: what every handler sees (settings, storage, the API table)."""
+"""The broker: settings, storage, the group coordinator and the API table; handlers see it
+through the BrokerContext protocol (context.py), so they never import this module."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from kio.index import load_payload_module
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from app.storage import RecordError, read_uvarint
+
 _HEADER_PREFIX = struct.Struct(">hhi")
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
@@ -139,19 +141,10 @@ def _read_header_rest(frame: bytes, flexible: bool) -> tuple[str | None, int]:
 
 
 def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = 0
-    value = 0
-    while True:
-        if pos >= len(buf):
-            raise MalformedRequest("truncated varint")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 35:
-            raise MalformedRequest("varint too long")
+    try:
+        return read_uvarint(buf, pos, max_shift=35)
+    except RecordError as exc:
+        raise MalformedRequest(str(exc)) from None
 
 
 def response_header(correlation_id: int, flexible: bool) -> bytes:

@@ -16,7 +16,14 @@ from app.storage.log.metadata import (
     validate_topic_name,
 )
 from app.storage.log.partition import AppendResult, PartitionLog
-from app.storage.log.records import Record, RecordError, batch_span, iter_records, records_at
+from app.storage.log.records import (
+    Record,
+    RecordError,
+    batch_span,
+    iter_records,
+    read_uvarint,
+    records_at,
+)
 from app.storage.log.timestamps import (
     first_record_at_or_after,
     wal_max_timestamp,
@@ -47,6 +54,7 @@ __all__ = [
     "iter_records",
     "metadata",
     "parse_header",
+    "read_uvarint",
     "records_at",
     "topicconfig",
     "validate_batches",

@@ -27,7 +27,9 @@ class Record:
     headers: list[tuple[str, bytes | None]]
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_uvarint(buf: bytes, pos: int, max_shift: int = 63) -> tuple[int, int]:
+    """An unsigned LEB128 varint at `pos`: (value, position after it). The Kafka protocol's
+    varints (tag buffers, compact lengths) and the records' zigzag ones share it."""
     shift = 0
     raw = 0
     while True:
@@ -37,10 +39,15 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         raw |= (b & 0x7F) << shift
         if not b & 0x80:
-            return (raw >> 1) ^ -(raw & 1), pos
+            return raw, pos
         shift += 7
-        if shift > 63:
+        if shift > max_shift:
             raise RecordError("varint too long")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    raw, pos = read_uvarint(buf, pos)
+    return (raw >> 1) ^ -(raw & 1), pos
 
 
 def _bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
