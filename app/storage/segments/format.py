@@ -6,7 +6,7 @@ index, never the Tantivy files:
     MAGIC | batches | batch index | tantivy files | manifest (JSON) | footer
 
 - batches: the stored record batches exactly as they were in the WAL.
-- batch index: one entry per batch, (base offset, position in the batch section, max
+- batch index: one entry per batch, (last offset, position in the batch section, max
   timestamp), little-endian int64s; a fetch bisects it and reads exactly the batches it needs.
 - tantivy files: the index's files back to back; the manifest names their spans.
 - footer: manifest position (u64), manifest length (u32), MAGIC.
