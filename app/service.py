@@ -17,7 +17,8 @@ from .api.app import create_app
 from .broker.broker import Broker
 from .broker.server import KafkaServer
 from .config import Settings
-from .storage.store import Storage
+from .storage import Storage
+from .storage.fileutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,8 @@ def cluster_id(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     value = uuid.uuid4().hex[:22]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(value)
-    tmp.replace(path)
+    # A torn or unsynced id would make clients see another cluster after a crash.
+    atomic_write(path, value.encode())
     return value
 
 
