@@ -1,4 +1,4 @@
-"""One partition's indexing in an indexer worker process (indexer_process.py): tails its
+"""One partition's indexing in an indexer worker process (worker.py): tails its
 WAL, adds one document per record to its open search segment, commits at least every
 `commit_ms`, and seals the open segment into a segment file (sealing.py) registered with
 the checkpoint in one transaction.
@@ -424,7 +424,7 @@ class PartitionIndexer:
             self._discard(key)
             raise PartitionGone(self.topic, self.partition)
         self.sealed += 1
-        # Searches still planned with it see it vanish and plan again (search.py).
+        # Searches still planned with it see it vanish and plan again (search/engine.py).
         shutil.rmtree(open_index_dir(self.open_dir, frozen["base"]), ignore_errors=True)
         remove_large(frozen_batches(self.open_dir, frozen["base"]))
 

@@ -1,5 +1,5 @@
 """The indexer supervisor, in the service: starts `workers` indexer processes (see
-indexer_process), spreads partitions over them, tells them each partition's high watermark,
+worker.py), spreads partitions over them, tells them each partition's high watermark,
 restarts any that die, turns their reports into metrics and answers status questions."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The indexer worker process: its loop over the partitions it is given (PartitionIndexer,
-indexer_worker.py), their progress reports to the service, idle-time merges, and the ties
+partition_indexer.py), their progress reports to the service, idle-time merges, and the ties
 that make it die with the service."""
 
 from __future__ import annotations

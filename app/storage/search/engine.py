@@ -359,7 +359,7 @@ class SearchEngine:
 
 
 def _sort_key(sort_field: str | None, descending: bool) -> Any:
-    """The total order of hits; search_exec's cursor conditions follow the same order."""
+    """The total order of hits; execute.py's cursor conditions follow the same order."""
     sign = -1 if descending else 1
     if sort_field is None:
         return lambda h: (-h.sort_value, h.rank, h.offset)
@@ -380,6 +380,6 @@ def _extract(segment: Path, manifest: dict[str, Any], dest: Path) -> None:
 
 
 def _search_process_started() -> None:
-    # Searches yield the CPU to the broker and the indexer (indexer_process.NICE): under
+    # Searches yield the CPU to the broker and the indexer (index/worker.py NICE): under
     # eight clients searching this kept the produce-ack p99 at 25 ms instead of 81 ms.
     os.nice(SEARCH_NICE)
