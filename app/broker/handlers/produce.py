@@ -57,7 +57,7 @@ def _append(
         return result
     try:
         batches = validate_batches(records)
-        check_records(records, batches, plog.config, now_ms, f"{plog.topic}-{plog.partition}")
+        check_records(records, batches, plog.config, now_ms, plog.topic, plog.partition)
         appended = plog.append(records, batches, now_ms)
     except se.DuplicateSequence as dup:
         # An idempotent retry: acknowledge with the original offsets.

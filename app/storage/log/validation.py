@@ -27,12 +27,14 @@ def check_records(
     batches: list[tuple[int, int, BatchHeader]],
     cfg: LogConfig,
     now_ms: int,
-    where: str,
+    topic: str,
+    partition: int,
 ) -> None:
     """Raise InvalidRecords (or InvalidTimestamps) naming every refused record by its index
-    in its batch; `where` is the topic-partition, for the messages."""
+    in its batch."""
     if not _needs_records(cfg):
         return
+    where = f"{topic}-{partition}"
     check_time = not cfg.log_append_time
     low = now_ms - cfg.timestamp_before_max_ms
     high = now_ms + cfg.timestamp_after_max_ms
