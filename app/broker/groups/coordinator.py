@@ -29,7 +29,7 @@ from .model import (
 )
 from .static import current_generation_result, keeps_assignment, replace_static_member
 from .store import GroupStore
-from .table import GroupTable
+from .txn_offsets import TxnOffsetTable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ TICK_SECONDS = 0.05
 RETENTION_CHECK_SECONDS = 60.0
 
 
-class GroupCoordinator(GroupTable):
+class GroupCoordinator(TxnOffsetTable):
     def __init__(
         self,
         store: GroupStore,

@@ -92,14 +92,23 @@ class GroupTable:
         return e.NONE
 
     def expire_offsets(self, now_ms: int) -> None:
-        """offsets.retention: an empty group's offsets go once it has been idle that long."""
+        """offsets.retention: an empty group's offsets go once it has been idle that long;
+        pending transactional ones stay until their transaction ends."""
         for group in list(self.groups.values()):
             if group.state != EMPTY:
                 continue
             offsets = self.store.fetch_offsets(group.group_id)
             last = max([group.empty_since_ms, *(o.commit_ms for o in offsets.values())])
-            if now_ms - last > self.offsets_retention_ms:
-                log.info("group %s: offsets expired", group.group_id)
-                self.store.delete_offsets(group.group_id, None)
-                self.store.save_group(group.group_id, None)
-                del self.groups[group.group_id]
+            if now_ms - last <= self.offsets_retention_ms:
+                continue
+            if self.store.pending_txn_partitions(group.group_id):
+                # An open transaction's offsets never expire, and keep their group (Kafka's
+                # GroupMetadata.hasOffsets counts them).
+                if offsets:
+                    log.info("group %s: committed offsets expired", group.group_id)
+                    self.store.delete_offsets(group.group_id, None, pending=False)
+                continue
+            log.info("group %s: offsets expired", group.group_id)
+            self.store.delete_offsets(group.group_id, None)
+            self.store.save_group(group.group_id, None)
+            del self.groups[group.group_id]
