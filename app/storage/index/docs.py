@@ -6,8 +6,13 @@ JSON field with a JSON object's fields by path (`value.level:error`,
 `value.status:[500 TO 599]`; fast because Tantivy range queries and terms aggregations on
 JSON paths need it); `headers` as a JSON field keyed by header name. The full text is a
 separate field rather than the JSON root because a fast JSON field would also put every
-whole value into its columnar store (bench: 94 vs 67 bytes per record). Nothing else is
-stored: a hit's record is read back from the segment's batch section by offset."""
+whole value into its columnar store (bench: 94 vs 67 bytes per record). `producer_id`, a
+fast integer, only on records of transactional batches: search leaves out those of aborted and
+open transactions by producer and offset range (search/engine.py); other records carry nothing,
+so an index without transactions costs what it did. It is the last field: an index written
+before it existed has the same field ids for the others, so such an index can be merged with
+newer ones under the newer schema (merge.py). Nothing else is stored: a hit's record is read
+back from the segment's batch section by offset."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ MAX_JSON_DEPTH = 16
 # Values this large are indexed as text only; their JSON paths would bloat the index.
 MAX_JSON_BYTES = 256 * 1024
 
+PRODUCER_ID = "producer_id"
+
 _KINDS: dict[type, str] = {str: "s", int: "n", float: "n", bool: "b", dict: "o", list: "a"}
 
 
@@ -37,6 +44,7 @@ def build_schema() -> tantivy.Schema:
     sb.add_text_field("text", stored=False)
     sb.add_json_field("value", stored=False, fast=True)
     sb.add_json_field("headers", stored=False)
+    sb.add_integer_field(PRODUCER_ID, stored=False, indexed=True, fast=True)
     return sb.build()
 
 
@@ -90,12 +98,14 @@ class DocBuilder:
                 self.errors += 1
         return fields
 
-    def doc(self, rec: Record) -> str:
+    def doc(self, rec: Record, producer_id: int | None = None) -> str:
         # A record without a timestamp (-1) gets the time it is indexed: its batch is stored
         # as produced, so the broker's append time is not in it, and indexing follows the
         # append closely. Never earlier than the append, so a recent time window finds it.
         ts = rec.timestamp if rec.timestamp >= 0 else time.time_ns() // 1_000_000
         parts = [b'{"partition":%d,"offset":%d,"timestamp":%d' % (self.partition, rec.offset, ts)]
+        if producer_id is not None:
+            parts.append(b',"producer_id":%d' % producer_id)
         if rec.key is not None:
             try:
                 key = orjson.dumps(rec.key.decode())
@@ -127,12 +137,12 @@ class DocBuilder:
         parts.append(b"}")
         return b"".join(parts).decode()
 
-    def text_doc(self, rec: Record) -> str:
+    def text_doc(self, rec: Record, producer_id: int | None = None) -> str:
         """The fallback document when `doc()` was refused by Tantivy: no JSON paths."""
         saved = self.paths
         self.paths = {}
         try:
-            doc = orjson.loads(self.doc(rec))
+            doc = orjson.loads(self.doc(rec, producer_id))
         finally:
             self.paths = saved
         doc.pop("value", None)

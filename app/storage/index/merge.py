@@ -57,7 +57,9 @@ def plan_merge(
 
 def _combine_meta(dirs: list[Path]) -> dict[str, Any]:
     metas = [json.loads((d / "meta.json").read_text()) for d in dirs]
-    out = dict(metas[0])
+    # Segments indexed before the schema gained a field (fields are only ever appended, see
+    # docs.py) read fine under the newer schema, which the others need.
+    out = dict(max(metas, key=lambda m: len(m["schema"])))
     out["segments"] = [s for m in metas for s in m["segments"]]
     out["opstamp"] = max(m["opstamp"] for m in metas)
     return out

@@ -149,7 +149,23 @@ class PartitionIndexer:
         if not usable:
             # Lost or stale (sealed just before a crash): index the open range again.
             self._fresh(cp.open_base)
-        index = tantivy.Index(self.schema, path=str(self.index_dir))
+        try:
+            index = tantivy.Index(self.schema, path=str(self.index_dir))
+        except ValueError as exc:
+            if not usable or "schema" not in str(exc):
+                raise
+            # Written before the schema gained a field (producer_id): index the open range
+            # again, so that every record indexed from now on carries the new fields. The WAL
+            # still holds the range: it is trimmed only below uploaded sealed segments.
+            log.info(
+                "%s-%d: open segment has an older schema; re-indexing it",
+                self.topic,
+                self.partition,
+            )
+            usable = False
+            self._fresh(cp.open_base)
+            cp = self.cp
+            index = tantivy.Index(self.schema, path=str(self.index_dir))
         self.index = index
         self._open_writer()
         if usable:
@@ -303,13 +319,15 @@ class PartitionIndexer:
             state.setdefault("created_ms", int(time.time() * 1000))
             lo, hi = h.base_timestamp, h.max_timestamp
             if not h.is_control:
+                # Search leaves out aborted and open transactions by producer id (docs.py).
+                pid = h.producer_id if h.is_transactional else None
                 try:
                     for rec in iter_records(data):
                         try:
-                            writer.add_json(builder.doc(rec))
+                            writer.add_json(builder.doc(rec, pid))
                         except ValueError:
                             self.errors += 1
-                            writer.add_json(builder.text_doc(rec))
+                            writer.add_json(builder.text_doc(rec, pid))
                         docs += 1
                         lo = min(lo, rec.timestamp)
                         hi = max(hi, rec.timestamp)
