@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 API_NAMES = {
     0: "Produce",
@@ -25,6 +25,10 @@ API_NAMES = {
     20: "DeleteTopics",
     21: "DeleteRecords",
     22: "InitProducerId",
+    24: "AddPartitionsToTxn",
+    25: "AddOffsetsToTxn",
+    26: "EndTxn",
+    28: "TxnOffsetCommit",
     32: "DescribeConfigs",
     33: "AlterConfigs",
     35: "DescribeLogDirs",
@@ -33,6 +37,8 @@ API_NAMES = {
     44: "IncrementalAlterConfigs",
     47: "OffsetDelete",
     60: "DescribeCluster",
+    65: "DescribeTransactions",
+    66: "ListTransactions",
 }
 
 REQUESTS = Counter(
@@ -51,6 +57,17 @@ REQUEST_SECONDS = Histogram(
 PRODUCE_RECORDS = Counter("chronik_produce_records", "Records appended", ["topic"])
 PRODUCE_BYTES = Counter("chronik_produce_bytes", "Record batch bytes appended", ["topic"])
 FETCH_RECORDS = Counter("chronik_fetch_records", "Records sent to consumers", ["topic"])
+TRANSACTIONS = Counter(
+    "chronik_transactions",
+    "Transactions completed, by outcome: commit and abort (EndTxn from the producer), timeout "
+    "(aborted by the coordinator after transaction.timeout.ms) and fenced (aborted because a "
+    "new producer initialized the same transactional.id)",
+    ["outcome"],
+)
+TRANSACTIONS_OPEN = Gauge(
+    "chronik_transactions_open",
+    "Transactions begun (a partition or group added) and not yet completed",
+)
 
 _LENGTH = struct.Struct(">i")
 
