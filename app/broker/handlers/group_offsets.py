@@ -12,6 +12,7 @@ from ..errors import (
     NONE,
     OFFSET_METADATA_TOO_LARGE,
     UNKNOWN_TOPIC_OR_PARTITION,
+    UNSTABLE_OFFSET_COMMIT,
 )
 from ..groups import EMPTY, MAX_METADATA_BYTES
 from ..protocol.codec import Request
@@ -21,7 +22,6 @@ OFFSET_COMMIT = 8
 OFFSET_FETCH = 9
 OFFSET_DELETE = 47
 TXN_OFFSET_COMMIT = 28
-UNSTABLE_OFFSET_COMMIT = 88
 
 
 def _partition_exists(broker: BrokerContext, topic: str, partition: int) -> bool:
