@@ -20,6 +20,7 @@ from app.storage.errors import (
 )
 from app.storage.index import SEALING
 from app.storage.log import (
+    AbortedTxn,
     AppendResult,
     BatchHeader,
     MetadataStore,
@@ -30,6 +31,7 @@ from app.storage.log import (
     TopicMeta,
     check_records,
     default_topic_configs,
+    end_offset,
     metadata,
     parse_header,
     read_uvarint,
@@ -48,6 +50,7 @@ __all__ = [
     "LOCAL",
     "SEALING",
     "UPLOADED",
+    "AbortedTxn",
     "AppendResult",
     "BatchHeader",
     "Checkpoint",
@@ -79,6 +82,7 @@ __all__ = [
     "check_query",
     "check_records",
     "default_topic_configs",
+    "end_offset",
     "metadata",
     "parse_header",
     "read_uvarint",

@@ -270,14 +270,34 @@ class Storage:
         return low
 
     async def read(
-        self, plog: PartitionLog, offset: int, max_bytes: int
+        self, plog: PartitionLog, offset: int, max_bytes: int, upper: int | None = None
     ) -> list[bytes | memoryview]:
         """A fetch from whichever layer holds `offset`: memory tail, WAL, then the search
-        segments (local cache, else an object-store range read)."""
-        local = plog.read(offset, max_bytes)
+        segments (local cache, else an object-store range read). No batch at or above
+        `upper` (read_committed passes the last stable offset)."""
+        local = plog.read(offset, max_bytes, upper)
         if local is not None:
             return local
-        return list(await self.tiering.read(plog.topic, plog.partition, offset, max_bytes))
+        stop = plog.high_watermark if upper is None else min(upper, plog.high_watermark)
+        found = await self.tiering.read(plog.topic, plog.partition, offset, max_bytes, stop)
+        return list(found)
+
+    async def write_marker(
+        self,
+        topic: str,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int = 0,
+    ) -> None:
+        """Write a transaction's COMMIT or ABORT marker to one partition and wait until it
+        is durable. UnknownTopic when the partition is gone."""
+        plog = self.log(topic, partition)
+        result = plog.append_marker(
+            producer_id, producer_epoch, commit, coordinator_epoch, int(time.time() * 1000)
+        )
+        await plog.wait_durable(result.last_offset + 1)
 
     async def offset_for_timestamp(self, plog: PartitionLog, ts: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record stamped at or after `ts`; records without a

@@ -140,6 +140,12 @@ def test_segment_file_round_trip_and_batch_index(tmp_path: Path) -> None:
     assert idx.span(120, 100) is None
     start, end = idx.span(0, 10**9)
     assert (start, end) == (0, sec["size"])
+    # read_committed: no batch starting at or above the stop offset (batches of 10 here).
+    assert idx.lasts[3] == 39
+    assert idx.span(0, 10**9, stop_offset=40, base=0) == (0, idx.positions[4])
+    assert idx.span(0, 10**9, stop_offset=41, base=0) == (0, idx.positions[5])
+    assert idx.span(40, 10**9, stop_offset=40, base=0) is None
+    assert idx.span(0, 10**9, stop_offset=0, base=0) is None
     dest = tmp_path / "extracted"
     extract_tantivy(path, manifest, dest)
     assert _offsets(dest) == list(range(120))

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ...storage import end_offset
 from ...storage import errors as se
 from .. import metrics
 from ..context import ApiSpec, BrokerContext, Frame
@@ -37,6 +38,7 @@ FETCH_MAX_BYTES = 57_671_680
 # Fetch session epochs (KIP-227): these two mean a full fetch, any other an incremental one.
 INITIAL_EPOCH = 0
 FINAL_EPOCH = -1
+READ_COMMITTED = 1
 
 
 @dataclass(slots=True)
@@ -77,7 +79,9 @@ def _plan(broker: BrokerContext, req: Request) -> tuple[list[FetchTopicResult], 
     return topics, wanted
 
 
-async def _read(broker: BrokerContext, wanted: list[_Wanted], max_bytes: int) -> tuple[int, bool]:
+async def _read(
+    broker: BrokerContext, wanted: list[_Wanted], max_bytes: int, committed: bool
+) -> tuple[int, bool]:
     """Fill every partition result; returns bytes read and whether any errored."""
     total = 0
     errored = False
@@ -87,14 +91,15 @@ async def _read(broker: BrokerContext, wanted: list[_Wanted], max_bytes: int) ->
             errored = True
             continue
         res.high_watermark = plog.high_watermark
-        res.last_stable_offset = plog.high_watermark
+        lso = res.last_stable_offset = plog.last_stable_offset
         res.log_start_offset = plog.log_start_offset
         limit = min(w.max_bytes, max_bytes - total)
         if limit <= 0 and total:
             res.records = []
             continue
         try:
-            batches = await broker.storage.read(plog, w.offset, max(limit, 1))
+            upper = lso if committed else None
+            batches = await broker.storage.read(plog, w.offset, max(limit, 1), upper)
         except se.OffsetOutOfRange:
             res.error_code = OFFSET_OUT_OF_RANGE
             res.records = []
@@ -112,6 +117,12 @@ async def _read(broker: BrokerContext, wanted: list[_Wanted], max_bytes: int) ->
             # Only the first non-empty partition may exceed the limits (KIP-74).
             batches, size = [], 0
         res.records = batches
+        if committed:
+            # Only the aborted transactions the returned batches overlap, as Kafka's
+            # collectAbortedTransactions (it bounds by segment, which only sends more).
+            end = end_offset(batches)
+            found = plog.aborted_transactions(w.offset, end) if end is not None else []
+            res.aborted = [(a.producer_id, a.first_offset) for a in found]
         if batches:
             metrics.FETCH_RECORDS.labels(plog.topic).inc(metrics.count_records(batches))
         total += size
@@ -132,16 +143,24 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
     topics, wanted = _plan(broker, req)
     max_bytes = min(int(getattr(body, "max_bytes", FETCH_MAX_BYTES)), FETCH_MAX_BYTES)
     min_bytes = int(body.min_bytes)
+    committed = int(getattr(body, "isolation_level", 0)) == READ_COMMITTED
     deadline = time.monotonic() + body.max_wait.total_seconds()
     while True:
-        total, errored = await _read(broker, wanted, max_bytes)
+        total, errored = await _read(broker, wanted, max_bytes, committed)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or errored or remaining <= 0:
             break
         waits = [
             # Wait past what was already seen, or min_bytes > 0 would spin.
             asyncio.ensure_future(
-                w.log.wait_for_data(max(w.offset, w.result.high_watermark), remaining)
+                w.log.wait_for_data(
+                    max(
+                        w.offset,
+                        w.result.last_stable_offset if committed else w.result.high_watermark,
+                    ),
+                    remaining,
+                    committed,
+                )
             )
             for w in wanted
             if w.log is not None

@@ -15,6 +15,7 @@ LATEST = -1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
+READ_COMMITTED = 1
 # The first version that may ask for each sentinel timestamp (ReplicaManager's
 # timestampMinSupportedVersion); any other negative timestamp is unsupported too.
 SENTINEL_FROM = {LATEST: 1, EARLIEST: 1, MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8}
@@ -25,22 +26,25 @@ def _unsupported(ts: int, version: int) -> bool:
 
 
 async def _lookup(
-    broker: BrokerContext, topic: str, partition: int, ts: int
+    broker: BrokerContext, topic: str, partition: int, ts: int, committed: bool
 ) -> tuple[int, int, int]:
-    """(error, offset, timestamp) for one partition."""
+    """(error, offset, timestamp) for one partition. With read_committed nothing at or
+    above the last stable offset is found, as Kafka's Partition.fetchOffsetForTimestamp."""
     try:
         plog = broker.storage.log(topic, partition)
     except se.UnknownTopic:
         return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+    fetchable = plog.last_stable_offset if committed else plog.high_watermark
     if ts == LATEST:
-        return NONE, plog.high_watermark, -1
+        return NONE, fetchable, -1
     if ts in (EARLIEST, EARLIEST_LOCAL):
         return NONE, plog.log_start_offset, -1
     if ts == MAX_TIMESTAMP:
         max_ts, offset = await broker.storage.max_timestamp(plog)
-        return NONE, offset, max_ts
-    found = await broker.storage.offset_for_timestamp(plog, ts)
-    if found is None:
+        found: tuple[int, int] | None = (offset, max_ts)
+    else:
+        found = await broker.storage.offset_for_timestamp(plog, ts)
+    if found is None or found[0] < 0 or (committed and found[0] >= fetchable):
         return NONE, -1, -1
     offset, found_ts = found
     return NONE, offset, found_ts
@@ -61,6 +65,7 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
     version = req.header.api_version
     # Kafka answers every entry of a partition named twice with INVALID_REQUEST.
     duplicated = _duplicates(req.body.topics)
+    committed = int(getattr(req.body, "isolation_level", 0)) == READ_COMMITTED
     topics: list[Any] = []
     for t in req.body.topics:
         parts = []
@@ -71,7 +76,7 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
             elif _unsupported(timestamp, version):
                 code, offset, ts = UNSUPPORTED_VERSION, -1, -1
             else:
-                code, offset, ts = await _lookup(broker, t.name, index, timestamp)
+                code, offset, ts = await _lookup(broker, t.name, index, timestamp, committed)
             parts.append(
                 build(
                     mod.ListOffsetsPartitionResponse,

@@ -27,6 +27,8 @@ class FetchPartitionResult:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     records: Sequence[Buffer] = field(default_factory=list)
+    # (producer id, first offset); None for read_uncommitted, as Kafka sends null then.
+    aborted: Sequence[tuple[int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -67,8 +69,15 @@ def encode_fetch_response(
             head += I64.pack(p.last_stable_offset)
             if version >= 5:
                 head += I64.pack(p.log_start_offset)
-            # aborted_transactions: null (no transactional data is aborted yet)
-            head += b"\x00" if flexible else I32.pack(-1)
+            if p.aborted is None:
+                head += b"\x00" if flexible else I32.pack(-1)
+            else:
+                head += array_len(len(p.aborted), flexible)
+                for producer_id, first_offset in p.aborted:
+                    head += I64.pack(producer_id)
+                    head += I64.pack(first_offset)
+                    if flexible:
+                        head += EMPTY_TAGS
             if version >= 11:
                 head += I32.pack(-1)  # preferred_read_replica
             n = 0

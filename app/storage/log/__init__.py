@@ -1,10 +1,16 @@
 """What makes a partition log durable and fetchable from local disk: RecordBatch and
 record decoding, codecs, the memory tail over WAL segments, fsync group commit, producer
-state, the partition log, topic metadata and configs. Runs in the service process;
-imports no other layer."""
+state, transaction markers and the aborted-transaction index, the partition log, topic
+metadata and configs. Runs in the service process; imports no other layer."""
 
 from app.storage.log import metadata, topicconfig
-from app.storage.log.batch import HEADER_SIZE, BatchHeader, parse_header, validate_batches
+from app.storage.log.batch import (
+    HEADER_SIZE,
+    BatchHeader,
+    end_offset,
+    parse_header,
+    validate_batches,
+)
 from app.storage.log.codecs import DecompressError
 from app.storage.log.fsync import FsyncScheduler
 from app.storage.log.memtail import MemTailBudget
@@ -30,11 +36,13 @@ from app.storage.log.timestamps import (
     wal_offset_for_timestamp,
 )
 from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
+from app.storage.log.txn import AbortedTxn
 from app.storage.log.validation import check_records
 from app.storage.log.walreader import WalTail
 
 __all__ = [
     "HEADER_SIZE",
+    "AbortedTxn",
     "AppendResult",
     "BatchHeader",
     "DecompressError",
@@ -50,6 +58,7 @@ __all__ = [
     "batch_span",
     "check_records",
     "default_topic_configs",
+    "end_offset",
     "first_record_at_or_after",
     "iter_records",
     "metadata",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import crc32c
@@ -102,6 +103,18 @@ def increment_sequence(sequence: int, increment: int) -> int:
 def parse_header(buf: Buffer, pos: int = 0) -> BatchHeader:
     """Parse the 61-byte header at `pos` without any validation."""
     return _make_header(HEADER.unpack_from(buf, pos))
+
+
+def end_offset(buffers: Iterable[Buffer]) -> int | None:
+    """The offset after the last of the whole batches these buffers hold (None if none)."""
+    end = None
+    for buf in buffers:
+        pos, n = 0, len(buf)
+        while pos + HEADER_SIZE <= n:
+            h = parse_header(buf, pos)
+            end = h.next_offset
+            pos += h.size
+    return end
 
 
 def batch_crc(buf: Buffer, pos: int, size: int) -> int:

@@ -1,6 +1,7 @@
 """PartitionLog: the one object the broker appends to and fetches from for a partition. It
-ties together the WAL segments, the memory tail, idempotent-producer state and the
-high watermark that the group-commit scheduler advances."""
+ties together the WAL segments, the memory tail, producer state (sequences and open
+transactions), the aborted-transaction index and the high watermark that the group-commit
+scheduler advances."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ from app.storage.log.batch import (
     BatchHeader,
     set_base_offset,
     set_log_append_time,
+    validate_batches,
 )
 from app.storage.log.fsync import FsyncScheduler, SyncWork
 from app.storage.log.memtail import MemTail, MemTailBudget
-from app.storage.log.producers import ProducerState
+from app.storage.log.producers import ProducerState, recover_producers
 from app.storage.log.topicconfig import LogConfig
+from app.storage.log.txn import AbortedIndex, AbortedTxn, build_marker
 from app.storage.log.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,8 @@ class PartitionLog:
         if tiered_start is not None:
             local_start = min(local_start, tiered_start)
         self.log_start_offset = min(max(persisted_start, local_start), self._wal.next_offset)
-        self._producers = self._recover_producers()
+        self._aborted = AbortedIndex(directory)
+        self._producers = recover_producers(directory / PRODUCER_SNAPSHOT, self._wal, self._aborted)
         if self._wal.active.size:
             # Whatever recovery kept is made durable before anyone can read it.
             os.fsync(self._wal.active.fd)
@@ -101,31 +105,24 @@ class PartitionLog:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def _recover_producers(self) -> ProducerState:
-        """Load the last snapshot and replay the batch headers written after it; without a
-        usable snapshot, replay every segment."""
-        path = self.directory / PRODUCER_SNAPSHOT
-        loaded = None
-        if path.exists():
-            loaded = ProducerState.from_snapshot(path.read_bytes())
-        if loaded is not None and loaded[1] <= self._wal.next_offset:
-            state, since = loaded
-        else:
-            state, since = ProducerState(), -1
-        for seg in self._wal.segments:
-            if seg.next_offset <= since:
-                continue
-            start = (
-                seg.offset_index.lookup(since - seg.base_offset) if since > seg.base_offset else 0
-            )
-            for _pos, h in seg.iter_headers(start):
-                if h.base_offset >= since:
-                    state.replay(h)
-        return state
-
     @property
     def log_end_offset(self) -> int:
         return self._wal.next_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Offsets below it are decided: no open transaction holds them (read_committed
+        fetches stop here)."""
+        first = self._producers.first_unstable_offset()
+        return self.high_watermark if first is None else min(first, self.high_watermark)
+
+    def open_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of its open transaction on this partition."""
+        return dict(self._producers.ongoing)
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions overlapping [start, end), by first offset."""
+        return self._aborted.overlapping(start, end)
 
     @property
     def wal(self) -> Wal:
@@ -214,6 +211,7 @@ class PartitionLog:
                     a.base_offset,
                     a.last_offset,
                     append_time,
+                    h.is_transactional,
                 )
         mode = self._fsync.mode
         if mode != "always":
@@ -221,6 +219,31 @@ class PartitionLog:
         if mode != "never":
             self._fsync.mark_dirty(self, urgent=mode == "always")
         return AppendResult(base, offset - 1, append_time, self.log_start_offset)
+
+    def append_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        now_ms: int,
+    ) -> AppendResult:
+        """Write the end-transaction marker of `producer_id`'s transaction (written even when
+        the transaction wrote nothing here, as Kafka does) and close the transaction. Await
+        `wait_durable(result.last_offset + 1)` before telling anyone it is decided."""
+        self._check_open()
+        self._producers.check_marker(producer_id, producer_epoch)
+        data = build_marker(producer_id, producer_epoch, commit, coordinator_epoch, now_ms)
+        result = self.append(data, validate_batches(data), now_ms)
+        aborted = self._producers.end_txn(
+            producer_id, producer_epoch, result.base_offset, int(commit)
+        )
+        if aborted is not None:
+            self._aborted.append(aborted, self.last_stable_offset)
+            # Queued before any later roll's producer snapshot, which must not cover a
+            # marker whose index entry could still be lost.
+            self._pending_jobs.append(self._aborted.sync)
+        return result
 
     def _maybe_roll(self, incoming_bytes: int, now_ms: int, incoming_ts: int, count: int) -> None:
         seg = self._wal.active
@@ -309,9 +332,12 @@ class PartitionLog:
             self._fsync.mark_dirty(self, urgent=True)
         await fut
 
-    async def wait_for_data(self, offset: int, timeout: float) -> None:
-        """Fetch long-poll: return when the high watermark passes `offset`, or on timeout."""
-        if self.high_watermark > offset or self._closed:
+    async def wait_for_data(self, offset: int, timeout: float, committed: bool = False) -> None:
+        """Fetch long-poll: return when the high watermark (the last stable offset when
+        `committed`) passes `offset`, or on timeout. Both only move when the high watermark
+        does, so one future serves both."""
+        bound = self.last_stable_offset if committed else self.high_watermark
+        if bound > offset or self._closed:
             return
         loop = asyncio.get_running_loop()
         fut = self._data_future
@@ -324,14 +350,17 @@ class PartitionLog:
         if offset < self.log_start_offset or offset > self.high_watermark:
             raise OffsetOutOfRange(offset, self.log_start_offset, self.high_watermark)
 
-    def read(self, offset: int, max_bytes: int) -> list[bytes | memoryview] | None:
-        """Whole stored batches from the one holding `offset`, below the high watermark, at
-        most `max_bytes` except that the first batch is always returned whole (KIP-74).
-        None when `offset` is older than the local WAL: search segments hold it."""
+    def read(
+        self, offset: int, max_bytes: int, upper: int | None = None
+    ) -> list[bytes | memoryview] | None:
+        """Whole stored batches from the one holding `offset`, below the high watermark and
+        `upper` (read_committed: the last stable offset), at most `max_bytes` except that the
+        first batch is always returned whole (KIP-74). None when `offset` is older than the
+        local WAL: search segments hold it."""
         self._check_open()
         self._check_offset(offset)
-        hw = self.high_watermark
-        if offset == hw:
+        hw = self.high_watermark if upper is None else min(upper, self.high_watermark)
+        if offset >= hw:
             return []
         hot = self._tail.read(offset, max_bytes, hw)
         if hot:
@@ -382,6 +411,7 @@ class PartitionLog:
             self.log_start_offset = before_offset
             atomic_write(self.directory / LOG_START_FILE, str(before_offset).encode())
             self._tail.truncate_before(before_offset)
+            self._aborted.truncate_before(before_offset)
             self._delete_oldest(retention.below(self._wal.segments, before_offset))
         return self.log_start_offset
 
@@ -411,6 +441,7 @@ class PartitionLog:
         self._pending_sealed = [s for s in self._pending_sealed if not s.deleted]
         self.log_start_offset = max(self.log_start_offset, self._wal.segments[0].base_offset)
         self._tail.truncate_before(self.log_start_offset)
+        self._aborted.truncate_before(self.log_start_offset)
         if gone:
             log.info(
                 "%s-%d: deleted %d segment(s), log start now %d",
@@ -432,6 +463,7 @@ class PartitionLog:
         work.fds.append(os.dup(self._wal.active.fd))
         for job in work.jobs:
             job()
+        self._aborted.sync()
         try:
             for fd in work.fds:
                 os.fsync(fd)
@@ -449,6 +481,7 @@ class PartitionLog:
     def _shutdown(self) -> None:
         self._closed = True
         self._wal.close()
+        self._aborted.close()
         self._tail.close()
         waiters, self._durable_waiters = self._durable_waiters, []
         for _off, fut in waiters:

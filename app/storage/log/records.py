@@ -45,6 +45,17 @@ def read_uvarint(buf: bytes, pos: int, max_shift: int = 63) -> tuple[int, int]:
             raise RecordError("varint too long")
 
 
+def zigzag_varint(n: int) -> bytes:
+    """A signed varint as records encode them (zigzag, then LEB128)."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     raw, pos = read_uvarint(buf, pos)
     return (raw >> 1) ^ -(raw & 1), pos

@@ -74,12 +74,26 @@ class BatchIndex:
     def end_of(self, i: int) -> int:
         return self.positions[i + 1] if i + 1 < len(self.positions) else self.size
 
-    def span(self, offset: int, max_bytes: int, first_whole: bool = True) -> tuple[int, int] | None:
+    def span(
+        self,
+        offset: int,
+        max_bytes: int,
+        first_whole: bool = True,
+        stop_offset: int | None = None,
+        base: int = 0,
+    ) -> tuple[int, int] | None:
         """(start, end) in the batch section of whole batches from the first one holding
         `offset` or a later offset, at most `max_bytes` except that the first is always whole
-        when `first_whole` (KIP-74). None when no batch reaches `offset`."""
+        when `first_whole` (KIP-74), and none starting at or after `stop_offset` (`base` is
+        the first batch's base offset). None when no batch qualifies."""
         i = bisect_left(self.lasts, offset)
         n = len(self.lasts)
+        if stop_offset is not None:
+            # A batch starts right after its predecessor's last offset.
+            n = min(n, bisect_left(self.lasts, stop_offset - 1) + 1)
+            first_base = self.lasts[i - 1] + 1 if i > 0 else base
+            if first_base >= stop_offset:
+                return None
         if i >= n:
             return None
         start = self.positions[i]

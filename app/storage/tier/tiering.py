@@ -181,16 +181,19 @@ class Tiering:
             self._indexes.popitem(last=False)
         return idx
 
-    async def read(self, topic: str, partition: int, offset: int, max_bytes: int) -> list[bytes]:
+    async def read(
+        self, topic: str, partition: int, offset: int, max_bytes: int, stop_offset: int
+    ) -> list[bytes]:
         """Whole batches from the segment holding `offset` (at most `max_bytes`, the first
-        batch always whole), exactly as they were produced."""
+        batch always whole, none starting at or after `stop_offset`), exactly as they were
+        produced."""
         for _attempt in range(2):
             row = self.registry.find(topic, partition, offset)
             if row is None:
                 return []
             try:
                 idx = await self.batch_index(row)
-                span = idx.span(offset, max_bytes)
+                span = idx.span(offset, max_bytes, stop_offset=stop_offset, base=row.base_offset)
                 if span is None:
                     return []
                 base = row.manifest["sections"]["batches"]["offset"]
