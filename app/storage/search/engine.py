@@ -7,7 +7,15 @@ Consistency with the indexer: a partition's open segment holds offsets from its 
 sealed segments everything below that. Planning reads the checkpoint first and takes only
 sealed segments below those, so a seal meanwhile cannot count a record twice; if an
 unpublished index is gone by the time it is searched (published), that partition alone is
-planned again from that index's base."""
+planned again from that index's base.
+
+Read committed (the default): each index's task gets the partition's transactions that
+overlap its offsets, taken from the PartitionLog when the task is made: aborted ones
+(producer id, first offset, marker offset) and open ones (producer id, first offset, no end).
+Their documents are left out of hits, totals and aggregations (execute.py). Records of other
+producers are not held back by an open transaction (no cut at the last stable offset): only
+the open segment's offsets from the log end at that moment on are left out, as a transaction
+begun after it is in none of the exclusions."""
 
 from __future__ import annotations
 
@@ -27,9 +35,9 @@ from app.config import SearchConfig
 from app.storage import metrics
 from app.storage.errors import StorageError, UnknownTopic
 from app.storage.index import SEALING, open_index_dir
-from app.storage.log import Record, batch_span, records_at
+from app.storage.log import PartitionLog, Record, batch_span, records_at
 from app.storage.search import execute as search_exec
-from app.storage.search.execute import AggTask, SegmentTask
+from app.storage.search.execute import AggTask, Exclusion, SegmentTask
 from app.storage.segments import Registry, SegmentRow, extract_tantivy
 from app.storage.tier import ObjectNotFound
 
@@ -59,6 +67,8 @@ class IndexRef:
     min_offset: int | None = None
     generation: int = 0
     span: tuple[int, int] | None = None  # a sealed segment's min and max timestamp
+    first: int = 0  # the offsets the index may hold: first .. last (None: the open segment)
+    last: int | None = None
 
 
 @dataclass
@@ -143,13 +153,27 @@ class SearchEngine:
         if cp is None:
             return rows, []
         pdir = self.data_dir / "index" / f"{topic}-{partition}"
-        bases = [frozen["base"]] if frozen and frozen["base"] >= from_offset else []
+        refs = []
+        if frozen and frozen["base"] >= from_offset:
+            b = frozen["base"]
+            refs.append(
+                IndexRef(
+                    topic,
+                    partition,
+                    open_index_dir(pdir, b),
+                    min_offset=b,
+                    generation=b,
+                    first=b,
+                    last=cp.open_base - 1,
+                )
+            )
         if cp.indexed_offset > cp.open_base:
-            bases.append(cp.open_base)
-        refs = [
-            IndexRef(topic, partition, open_index_dir(pdir, b), min_offset=b, generation=b)
-            for b in bases
-        ]
+            b = cp.open_base
+            refs.append(
+                IndexRef(
+                    topic, partition, open_index_dir(pdir, b), min_offset=b, generation=b, first=b
+                )
+            )
         return rows, refs
 
     async def _local_index(self, row: SegmentRow) -> IndexRef:
@@ -165,7 +189,17 @@ class SearchEngine:
                         await self.storage.objects.get_file(row.object_key, seg)
                     await asyncio.to_thread(_extract, seg, row.manifest, dest)
             self._extracting.pop(row.object_key, None)
-        return IndexRef(row.topic, row.partition, dest, span=(row.min_timestamp, row.max_timestamp))
+        return IndexRef(
+            row.topic,
+            row.partition,
+            dest,
+            span=(row.min_timestamp, row.max_timestamp),
+            first=row.base_offset,
+            last=row.last_offset,
+        )
+
+    def _isolation(self, ref: IndexRef) -> tuple[tuple[Exclusion, ...], int | None]:
+        return exclusions(self.storage.log(ref.topic, ref.partition), ref.first, ref.last)
 
     # -- running -----------------------------------------------------------------------
 
@@ -274,8 +308,10 @@ class SearchEngine:
         after: tuple[int, int, int] | None = None,
         limit: int = 20,
         skip: int = 0,
+        read_committed: bool = True,
     ) -> SearchResult:
         def task(r: IndexRef) -> SegmentTask:
+            exclude, end_offset = self._isolation(r) if read_committed else ((), None)
             return SegmentTask(
                 index_dir=str(r.index_dir),
                 rank=rank(topics, r.topic, r.partition),
@@ -289,6 +325,8 @@ class SearchEngine:
                 after=after,
                 limit=limit + skip,
                 bound=None if r.span is None else r.span[1] if descending else r.span[0],
+                exclude=exclude,
+                end_offset=end_offset,
             )
 
         done = await self._execute(
@@ -315,8 +353,10 @@ class SearchEngine:
         partitions: Sequence[int] | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        read_committed: bool = True,
     ) -> list[dict[str, Any]]:
         def task(r: IndexRef) -> AggTask:
+            exclude, end_offset = self._isolation(r) if read_committed else ((), None)
             return AggTask(
                 index_dir=str(r.index_dir),
                 query=query,
@@ -325,6 +365,8 @@ class SearchEngine:
                 end_ms=end_ms,
                 min_offset=r.min_offset,
                 generation=r.generation,
+                exclude=exclude,
+                end_offset=end_offset,
             )
 
         done = await self._execute(
@@ -356,6 +398,23 @@ class SearchEngine:
                 recs = records_at(raw, [h.offset for h in same])
                 for h in same:
                     h.record = recs.get(h.offset)
+
+
+def exclusions(
+    plog: PartitionLog, first: int, last: int | None
+) -> tuple[tuple[Exclusion, ...], int | None]:
+    """The partition's transactions to leave out of an index holding offsets first..last
+    (None: the open segment, also given the offset to stop at, the log end now). Open ones
+    are read first: one aborted between the reads is then in both lists, never in
+    neither."""
+    ongoing = plog.open_transactions()
+    end = plog.log_end_offset
+    hi = end if last is None else last + 1
+    out: list[Exclusion] = [
+        (a.producer_id, a.first_offset, a.last_offset) for a in plog.aborted_transactions(first, hi)
+    ]
+    out += [(pid, start, None) for pid, start in ongoing.items() if start < hi]
+    return tuple(out), end if last is None else None
 
 
 def _sort_key(sort_field: str | None, descending: bool) -> Any:

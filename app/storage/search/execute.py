@@ -4,27 +4,40 @@ searching beside the event loop would stall it (ARCHITECTURE.md, decision 4).
 
 Every index holds one partition, so within an index the order (sort field, partition,
 offset) is (sort field, offset). Sorting by timestamp needs the tie-break: the hits on the
-last timestamp of a page are fetched again ordered by offset."""
+last timestamp of a page are fetched again ordered by offset.
+
+Read committed: a task carries the partition's exclusions for the index's offsets, each
+(producer id, first offset, last offset or None for a transaction still open); documents
+with that `producer_id` in that range are left out of hits, counts and aggregations alike.
+An index written before the field existed holds no transactional records and gets none."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tantivy
 
-from app.storage.index import build_schema
+from app.storage.index import PRODUCER_ID, build_schema
 
 DEFAULT_FIELDS = ["key", "text"]
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+\.?\d*(?:[eE][-+]?\d+)?)(?![\w.])")
 _CACHE = 64
 
 _indexes: OrderedDict[tuple[str, int], tantivy.Index] = OrderedDict()
+# Whether each cached index's schema has `producer_id` (an older index's has not: a query
+# naming a field the index lacks panics inside Tantivy).
+_has_pid: dict[tuple[str, int], bool] = {}
 _schema: tantivy.Schema | None = None
+
+# (producer id, first offset, last offset; None: the transaction is open, up to the end)
+Exclusion = tuple[int, int, int | None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,10 @@ class SegmentTask:
     # once the indexes searched before it in the same job hold `limit` better hits, it
     # can add none and is only counted.
     bound: int | None = None
+    exclude: tuple[Exclusion, ...] = ()
+    # Offsets at and past it are left out (the log end when the exclusions were taken: a
+    # transaction begun after that is in none of them).
+    end_offset: int | None = None
 
 
 @dataclass
@@ -70,6 +87,8 @@ class AggTask:
     end_ms: int | None = None
     min_offset: int | None = None
     generation: int = 0
+    exclude: tuple[Exclusion, ...] = ()
+    end_offset: int | None = None
 
 
 def schema() -> tantivy.Schema:
@@ -87,13 +106,28 @@ def _open(index_dir: str, generation: int, live: bool) -> tantivy.Index:
     if index is None:
         index = tantivy.Index.open(index_dir)
         _indexes[key] = index
+        _has_pid[key] = _has_field(index_dir, PRODUCER_ID)
         if len(_indexes) > _CACHE:
-            _indexes.popitem(last=False)
+            _forget(next(iter(_indexes)))
     else:
         _indexes.move_to_end(key)
         if live:
             index.reload()
     return index
+
+
+def _forget(key: tuple[str, int]) -> None:
+    _indexes.pop(key, None)
+    _has_pid.pop(key, None)
+
+
+def _has_field(index_dir: str, name: str) -> bool:
+    """From the index's meta.json: the parser takes an unknown field for a JSON path."""
+    try:
+        meta = json.loads((Path(index_dir) / "meta.json").read_bytes())
+    except (OSError, ValueError):
+        return True
+    return any(f.get("name") == name for f in meta.get("schema", ()))
 
 
 def parse(index: tantivy.Index, query: str) -> tantivy.Query:
@@ -121,6 +155,8 @@ def _all(*queries: tantivy.Query) -> tantivy.Query:
 
 
 def _any(*queries: tantivy.Query) -> tantivy.Query:
+    if len(queries) == 1:
+        return queries[0]
     return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in queries])
 
 
@@ -137,6 +173,23 @@ def base_query(
     if min_offset is not None:
         parts.append(_range("offset", min_offset, None, True, True))
     return _all(*parts)
+
+
+def excluding(q: tantivy.Query, exclude: tuple[Exclusion, ...]) -> tantivy.Query:
+    """`q` without the documents of the excluded transactions: one clause per producer, its
+    offset ranges under it."""
+    if not exclude:
+        return q
+    ranges: dict[int, list[tantivy.Query]] = {}
+    for pid, first, last in exclude:
+        ranges.setdefault(pid, []).append(_range("offset", first, last, True, True))
+    clauses = [
+        _all(tantivy.Query.term_query(schema(), PRODUCER_ID, pid), _any(*rs))
+        for pid, rs in ranges.items()
+    ]
+    return tantivy.Query.boolean_query(
+        [(tantivy.Occur.Must, q), (tantivy.Occur.MustNot, _any(*clauses))]
+    )
 
 
 def _after(t: SegmentTask) -> tantivy.Query | None:
@@ -234,7 +287,7 @@ def _guarded(fn: Callable[[SegmentTask], SegmentResult], t: SegmentTask) -> Segm
         # An open segment is written by its worker meanwhile: it was sealed and removed, or
         # a merge inside it removed files this reader had just listed. A sealed one was
         # merged away or deleted by retention since the search was planned. Plan again.
-        _indexes.pop((t.index_dir, t.generation), None)
+        _forget((t.index_dir, t.generation))
         return SegmentResult(0, vanished=True)
     except BaseException as exc:
         # pyo3 raises a Rust panic as PanicException, a BaseException that cannot be sent
@@ -249,7 +302,12 @@ def _prepared(t: SegmentTask | AggTask) -> tuple[tantivy.Searcher, tantivy.Query
     searcher = index.searcher()
     if searcher.num_docs == 0:
         return None
-    return searcher, base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    q = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
+    if t.end_offset is not None:
+        q = _all(q, _range("offset", None, t.end_offset, True, False))
+    if t.exclude and _has_pid.get((t.index_dir, t.generation), True):
+        q = excluding(q, t.exclude)
+    return searcher, q
 
 
 def _count_only(t: SegmentTask) -> SegmentResult:
@@ -297,7 +355,7 @@ def aggregate_segment(t: AggTask) -> dict[str, Any] | None:
     except (KeyboardInterrupt, SystemExit):
         raise
     except ValueError:
-        _indexes.pop((t.index_dir, t.generation), None)
+        _forget((t.index_dir, t.generation))
         return None
     except BaseException as exc:
         return {"__error__": f"{type(exc).__name__}: {exc}"}
