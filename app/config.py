@@ -40,6 +40,12 @@ class BrokerConfig:
     default_partitions: int = _opt(1, "partitions of new topics")
     max_request_bytes: int = _opt(100 * MiB, "largest accepted Kafka request")
     node_id: int = _opt(1, "broker and controller id")
+    transaction_max_timeout_ms: int = _opt(
+        900_000, "largest transaction.timeout.ms a producer may ask for"
+    )
+    transaction_abort_check_ms: int = _opt(
+        1000, "how often transactions older than their timeout are looked for and aborted"
+    )
 
     @property
     def advertised_kafka_port(self) -> int:
@@ -50,6 +56,10 @@ class BrokerConfig:
             raise ValueError("default_partitions must be at least 1")
         if self.max_request_bytes < 1024:
             raise ValueError("max_request_bytes must be at least 1024")
+        if self.transaction_max_timeout_ms < 1 or self.transaction_abort_check_ms < 1:
+            raise ValueError(
+                "transaction_max_timeout_ms and transaction_abort_check_ms must be positive"
+            )
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class Service:
         broker = Broker(s, self.storage, cluster_id(s.data_dir))
         self.kafka = KafkaServer(broker)
         await broker.groups.start()
+        # Recovery finishes or aborts what a crash left before any client is accepted.
+        await broker.transactions.start()
         await self.kafka.start(s.broker.host, s.broker.port)
         config = uvicorn.Config(
             self.app,

@@ -1,5 +1,6 @@
-"""The broker: settings, storage, the group coordinator and the API table; handlers see it
-through the BrokerContext protocol (context.py), so they never import this module."""
+"""The broker: settings, storage, the group and transaction coordinators and the API table;
+handlers see it through the BrokerContext protocol (context.py), so they never import this
+module."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .context import ApiSpec, Endpoint, Frame
 from .groups import GroupCoordinator, GroupStore
 from .handlers import all_apis
 from .protocol.codec import Request
+from .txn import TransactionCoordinator, TransactionStore
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,25 @@ class Broker:
             max_session_ms=settings.groups.max_session_timeout_ms,
             offsets_retention_ms=settings.groups.offsets_retention_minutes * 60_000,
         )
+        self.transactions = TransactionCoordinator(
+            TransactionStore(settings.data_dir / "transactions.sqlite"),
+            next_producer_id=storage.metadata.next_producer_id,
+            write_marker=storage.write_marker,
+            complete_offsets=self._complete_txn_offsets,
+            max_timeout_ms=settings.broker.transaction_max_timeout_ms,
+            abort_check_ms=settings.broker.transaction_abort_check_ms,
+        )
+
+    async def _complete_txn_offsets(
+        self, group_id: str, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
+        await self.groups.complete_txn_offsets(
+            group_id, producer_id, commit, producer_epoch=producer_epoch
+        )
 
     async def close(self) -> None:
+        await self.transactions.close()
+        self.transactions.store.close()
         await self.groups.close()
         self.groups.store.close()
 

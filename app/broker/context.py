@@ -13,6 +13,7 @@ from ..config import BrokerConfig
 from ..storage import Storage
 from .groups import GroupCoordinator
 from .protocol.codec import Request
+from .txn import TransactionCoordinator
 
 # A handler returns the whole response frame: one buffer, several buffers for
 # writelines(), or None when the request gets no response (acks=0 produce).
@@ -30,6 +31,7 @@ class BrokerContext(Protocol):
     settings: BrokerConfig
     storage: Storage
     groups: GroupCoordinator
+    transactions: TransactionCoordinator
     cluster_id: str
     node_id: int
     endpoint: Endpoint

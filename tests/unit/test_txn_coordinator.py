@@ -22,7 +22,7 @@ class Log:
 
     def __init__(self) -> None:
         self.markers: list[tuple[str, int, int, int, bool]] = []
-        self.offsets: list[tuple[str, int, bool]] = []
+        self.offsets: list[tuple[str, int, int, bool]] = []
         self.gone: set[str] = set()
         self.failing = False
 
@@ -33,8 +33,8 @@ class Log:
             raise StorageError("disk on fire")
         self.markers.append((topic, partition, pid, epoch, commit))
 
-    async def complete(self, group: str, pid: int, commit: bool) -> None:
-        self.offsets.append((group, pid, commit))
+    async def complete(self, group: str, pid: int, epoch: int, commit: bool) -> None:
+        self.offsets.append((group, pid, epoch, commit))
 
 
 class Clock:
@@ -85,11 +85,9 @@ async def test_commit_writes_markers_then_offsets_then_completes(tmp_path, log, 
     assert coord.check_produce(pid, 0, "a", 1) == e.INVALID_TXN_STATE
     assert coord.check_produce(pid, 1, "a", 0) == e.INVALID_PRODUCER_EPOCH
     assert coord.check_produce(pid + 1, 0, "a", 0) == e.INVALID_PRODUCER_ID_MAPPING
-    assert coord.check_group("t1", pid, 0, "g") == e.NONE
-    assert coord.check_group("t1", pid, 0, "other") == e.INVALID_TXN_STATE
     assert await coord.end_txn("t1", pid, 0, commit=True) == e.NONE
     assert log.markers == [("a", 0, pid, 0, True), ("b", 1, pid, 0, True)]
-    assert log.offsets == [("g", pid, True)]
+    assert log.offsets == [("g", pid, 0, True)]
     meta = coord.get("t1")
     assert meta is not None
     assert (meta.state, meta.partitions, meta.groups) == (
@@ -143,7 +141,7 @@ async def test_second_producer_fences_and_aborts_the_first(tmp_path, log, clock)
     # after CONCURRENT_TRANSACTIONS, done at once here).
     assert (second.error, second.producer_id, second.epoch) == (e.NONE, pid, 2)
     assert log.markers == [("a", 0, pid, 1, False)]
-    assert log.offsets == [("g", pid, False)]
+    assert log.offsets == [("g", pid, 1, False)]
     assert await coord.end_txn("t", pid, 0, commit=True) == e.PRODUCER_FENCED
     assert await coord.add_partitions("t", pid, 0, [("a", 0)]) == e.PRODUCER_FENCED
     assert coord.check_produce(pid, 0, "a", 0) == e.INVALID_PRODUCER_EPOCH
@@ -286,9 +284,9 @@ async def test_recovery_finishes_what_a_crash_left(tmp_path, log, clock):
             "expired": ("expired", 0, pids["expired"], 1, False),
         }
         assert sorted(log.offsets) == [
-            ("abort", pids["abort"], False),
-            ("commit", pids["commit"], True),
-            ("expired", pids["expired"], False),
+            ("abort", pids["abort"], 0, False),
+            ("commit", pids["commit"], 0, True),
+            ("expired", pids["expired"], 1, False),
         ]
         states = {t: again.get(t).state for t in pids}  # type: ignore[union-attr]
         assert states == {

@@ -14,7 +14,9 @@ from .. import metrics
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     CORRUPT_MESSAGE,
+    INVALID_RECORD,
     INVALID_REQUIRED_ACKS,
+    INVALID_TXN_STATE,
     UNEXPECTED_MESSAGE,
     UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_OR_PARTITION,
@@ -25,7 +27,7 @@ from ..protocol.produce_codec import PartitionResult, encode_produce_response
 from .topics import creation_error
 
 if TYPE_CHECKING:
-    from ...storage import PartitionLog
+    from ...storage import BatchHeader, PartitionLog
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,30 @@ def _resolve_topic(broker: BrokerContext, name: str) -> int:
     return 0
 
 
+def _refuse_batches(
+    broker: BrokerContext, plog: PartitionLog, batches: list[tuple[int, int, BatchHeader]]
+) -> tuple[int, str | None]:
+    """Kafka's checks of a client's batches before the log: no control batches (only the
+    transaction coordinator writes markers), and transactional batches only to a partition
+    of the producer's ongoing transaction (KIP-890 verification)."""
+    checked: set[tuple[int, int]] = set()
+    for _start, _end, header in batches:
+        if header.is_control:
+            return INVALID_RECORD, "Clients are not allowed to write control records"
+        if not header.is_transactional:
+            continue
+        producer = (header.producer_id, header.producer_epoch)
+        if producer in checked:
+            continue
+        checked.add(producer)
+        code = broker.transactions.check_produce(*producer, plog.topic, plog.partition)
+        if code == INVALID_TXN_STATE:
+            return code, "Partition was not added to the transaction"
+        if code:
+            return code, None
+    return 0, None
+
+
 def _append(
     broker: BrokerContext, plog: PartitionLog, records: bytes | None, now_ms: int
 ) -> PartitionResult:
@@ -57,6 +83,12 @@ def _append(
         return result
     try:
         batches = validate_batches(records)
+        code, message = _refuse_batches(broker, plog, batches)
+        if code:
+            result.error_code = code
+            result.error_message = message
+            result.log_start_offset = plog.log_start_offset
+            return result
         check_records(records, batches, plog.config, now_ms, plog.topic, plog.partition)
         appended = plog.append(records, batches, now_ms)
     except se.DuplicateSequence as dup:

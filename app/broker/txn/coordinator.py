@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 
 # (topic, partition, producer id, producer epoch, commit)
 MarkerWriter = Callable[[str, int, int, int, bool], Awaitable[None]]
-# (group id, producer id, commit)
-OffsetCompleter = Callable[[str, int, bool], Awaitable[None]]
+# (group id, producer id, producer epoch, commit)
+OffsetCompleter = Callable[[str, int, int, bool], Awaitable[None]]
 
 COMMIT = "commit"
 ABORT = "abort"
@@ -385,23 +385,6 @@ class TransactionCoordinator:
             return INVALID_TXN_STATE
         return NONE
 
-    def check_group(
-        self, transactional_id: str, producer_id: int, epoch: int, group_id: str
-    ) -> int:
-        """For TxnOffsetCommit: the producer is current and the group was added with
-        AddOffsetsToTxn to its ongoing transaction."""
-        if self.loading:
-            return COORDINATOR_LOAD_IN_PROGRESS
-        meta = self._txns.get(transactional_id)
-        code = self._check_producer(meta, producer_id, epoch)
-        if code != NONE or meta is None:
-            return code
-        if meta.state.preparing:
-            return CONCURRENT_TRANSACTIONS
-        if meta.state is not TxnState.ONGOING or group_id not in meta.groups:
-            return INVALID_TXN_STATE
-        return NONE
-
     # -- EndTxn ----------------------------------------------------------------------------
 
     async def end_txn(
@@ -485,7 +468,7 @@ class TransactionCoordinator:
                 return meta
             try:
                 for group in sorted(meta.groups):
-                    await self._complete_offsets(group, pid, commit)
+                    await self._complete_offsets(group, pid, epoch, commit)
             except Exception:
                 log.exception("completing the offsets of %r failed", meta.transactional_id)
                 return meta
