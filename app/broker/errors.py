@@ -83,6 +83,7 @@ _STORAGE: dict[type[Exception], int] = {
     se.OffsetOutOfRange: OFFSET_OUT_OF_RANGE,
     se.OutOfOrderSequence: OUT_OF_ORDER_SEQUENCE_NUMBER,
     se.InvalidProducerEpoch: INVALID_PRODUCER_EPOCH,
+    se.InvalidTxnState: INVALID_TXN_STATE,
     se.UnknownTopic: UNKNOWN_TOPIC_OR_PARTITION,
     se.TopicExists: TOPIC_ALREADY_EXISTS,
     se.InvalidTopic: INVALID_TOPIC_EXCEPTION,

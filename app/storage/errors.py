@@ -61,6 +61,10 @@ class InvalidProducerEpoch(StorageError):
     """A batch from a producer epoch older than the one the partition has seen (fenced)."""
 
 
+class InvalidTxnState(StorageError):
+    """A non-transactional batch from a producer whose transaction is open here."""
+
+
 class UnknownTopic(StorageError):
     """The topic or partition does not exist (UNKNOWN_TOPIC_OR_PARTITION)."""
 

@@ -48,8 +48,6 @@ def test_duplicate_returns_original_offsets(tmp_path: Path) -> None:
 
 def test_sequence_rules(tmp_path: Path) -> None:
     plog = open_log(tmp_path)
-    with pytest.raises(OutOfOrderSequence):
-        produce(plog, 1, 0, 5)  # unknown producer must start at 0
     produce(plog, 1, 0, 0, n=2)
     with pytest.raises(OutOfOrderSequence):
         produce(plog, 1, 0, 3)  # gap: expected 2
@@ -59,6 +57,16 @@ def test_sequence_rules(tmp_path: Path) -> None:
     with pytest.raises(OutOfOrderSequence):
         produce(plog, 1, 0, 1, n=2)  # overlaps cached batches without matching one
     assert produce(plog, 1, 0, 3).base_offset == 3
+    plog.close()
+
+
+def test_unknown_producer_may_start_at_any_sequence(tmp_path: Path) -> None:
+    # Kafka since KIP-360: its batches may all be gone (retention, DeleteRecords).
+    plog = open_log(tmp_path)
+    produce(plog, 9, 0, 5)
+    produce(plog, 9, 0, 6)
+    with pytest.raises(OutOfOrderSequence):
+        produce(plog, 9, 0, 8)
     plog.close()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage.errors import InvalidProducerEpoch, OutOfOrderSequence
+from app.storage.errors import InvalidProducerEpoch, InvalidTxnState, OutOfOrderSequence
 from app.storage.log import AbortedTxn, iter_records, parse_header
 from app.storage.log.batch import end_offset, validate_batches
 from app.storage.log.fsync import FsyncScheduler
@@ -110,6 +110,16 @@ def test_marker_fences_older_epoch_and_resets_sequences(tmp_path: Path) -> None:
     # Sequences continue across transactions of one epoch.
     plog.append_marker(1, 1, True, 0, 1000)
     produce(plog, 1, 1, epoch=1)
+    plog.close()
+
+
+def test_plain_batch_inside_own_transaction_is_refused(tmp_path: Path) -> None:
+    plog = open_log(tmp_path)
+    produce(plog, 1, 0)
+    with pytest.raises(InvalidTxnState):
+        produce(plog, 1, 1, txn=False)
+    plog.append_marker(1, 0, True, 0, 1000)
+    produce(plog, 1, 1, txn=False)
     plog.close()
 
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from app.storage.errors import DuplicateSequence, InvalidProducerEpoch, OutOfOrderSequence
+from app.storage.errors import (
+    DuplicateSequence,
+    InvalidProducerEpoch,
+    InvalidTxnState,
+    OutOfOrderSequence,
+)
 from app.storage.log.batch import LOG_APPEND_TIME, BatchHeader, increment_sequence
 from app.storage.log.txn import ABORT, AbortedIndex, AbortedTxn, control_type
 
@@ -95,6 +100,10 @@ class ProducerState:
                 continue
             pid, epoch = h.producer_id, h.producer_epoch
             first, last = h.base_sequence, h.last_sequence
+            if not h.is_transactional and pid in self.ongoing:
+                raise InvalidTxnState(
+                    f"producer {pid} wrote a non-transactional batch while its transaction is open"
+                )
             entry = self.producers.get(pid)
             if pid in staged:
                 current_epoch, last_seq = staged[pid]
@@ -103,11 +112,9 @@ class ProducerState:
                 current_epoch, last_seq = entry.epoch, entry.last_seq  # type: ignore[assignment]
                 cached = entry.batches
             else:
-                if first != 0:
-                    raise OutOfOrderSequence(
-                        f"producer {pid} is unknown here, so its first sequence must be 0, "
-                        f"not {first}"
-                    )
+                # Any sequence is accepted from a producer with no state here (its batches
+                # were all deleted, or never written), as Kafka does since KIP-360: the
+                # producer keeps going instead of failing with UNKNOWN_PRODUCER_ID.
                 staged[pid] = (epoch, last)
                 continue
             if epoch < current_epoch:
