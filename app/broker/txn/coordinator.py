@@ -42,9 +42,9 @@ from .model import (
     TopicPartition,
     TxnMetadata,
     TxnState,
-    epoch_exhausted,
 )
 from .store import TransactionStore
+from .transitions import listed, may_init, next_incarnation
 
 log = logging.getLogger(__name__)
 
@@ -235,55 +235,19 @@ class TransactionCoordinator:
                     state=TxnState.EMPTY,
                     last_update_ms=self._clock(),
                 )
-            if expected and not (
-                meta.epoch == NO_EPOCH
-                or expected_producer_id == meta.producer_id
-                or (
-                    expected_producer_id == meta.last_producer_id
-                    and epoch_exhausted(expected_epoch)
-                )
-            ):
+            expected_at = expected_epoch if expected else None
+            if not may_init(meta, expected_producer_id, expected_at):
                 return InitResult(PRODUCER_FENCED)
             if meta.state is TxnState.ONGOING:
                 meta = await self._fence_and_abort(meta, FENCED)
             if not meta.state.idle:
                 # A completion that failed to write its markers; the tick retries it.
                 return InitResult(CONCURRENT_TRANSACTIONS)
-            now = self._clock()
-            if epoch_exhausted(meta.epoch) and (not expected or expected_epoch == meta.epoch):
-                new = meta.to(
-                    TxnState.EMPTY,
-                    now,
-                    producer_id=self._next_producer_id(),
-                    last_producer_id=meta.producer_id,
-                    epoch=0,
-                    last_epoch=meta.epoch if expected else NO_EPOCH,
-                    timeout_ms=timeout_ms,
-                    partitions=frozenset(),
-                    groups=frozenset(),
-                    txn_start_ms=-1,
-                )
-            else:
-                if not expected:
-                    epoch, last_epoch = meta.epoch + 1, NO_EPOCH
-                elif meta.epoch == NO_EPOCH or expected_epoch == meta.epoch:
-                    epoch, last_epoch = meta.epoch + 1, meta.epoch
-                elif expected_epoch == meta.last_epoch:
-                    # A retry of a bump whose answer was lost: the same answer again.
-                    epoch, last_epoch = meta.epoch, meta.last_epoch
-                else:
-                    return InitResult(PRODUCER_FENCED)
-                new = meta.to(
-                    TxnState.EMPTY,
-                    now,
-                    last_producer_id=meta.producer_id,
-                    epoch=epoch,
-                    last_epoch=last_epoch,
-                    timeout_ms=timeout_ms,
-                    partitions=frozenset(),
-                    groups=frozenset(),
-                    txn_start_ms=-1,
-                )
+            new = next_incarnation(
+                meta, timeout_ms, expected_at, self._clock(), self._next_producer_id
+            )
+            if new is None:
+                return InitResult(PRODUCER_FENCED)
             self._put(new)
             return InitResult(NONE, new.producer_id, new.epoch)
 
@@ -506,20 +470,14 @@ class TransactionCoordinator:
             return COORDINATOR_LOAD_IN_PROGRESS, [], []
         names = list(states)
         unknown = [n for n in names if n not in STATE_NAMES]
-        wanted = {STATE_NAMES[n] for n in names if n in STATE_NAMES}
+        wanted = {STATE_NAMES[n] for n in names if n in STATE_NAMES} if names else None
         pids = set(producer_ids)
         now = self._clock()
-        out = []
-        for _tid, meta in sorted(self._txns.items()):
-            if meta.state is TxnState.DEAD:
-                continue
-            if pids and meta.producer_id not in pids:
-                continue
-            if names and meta.state not in wanted:
-                continue
-            if duration_ms >= 0 and now - meta.txn_start_ms <= duration_ms:
-                continue
-            out.append(meta)
+        out = [
+            meta
+            for _tid, meta in sorted(self._txns.items())
+            if listed(meta, wanted, pids, duration_ms, now)
+        ]
         return NONE, unknown, out
 
 
