@@ -4,6 +4,7 @@ middle of a transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from collections.abc import Callable
 import confluent_kafka
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .clients import confluent_consumer
@@ -235,3 +237,27 @@ def test_restart_aborts_a_transaction_that_timed_out_while_down(
     assert state.transaction_state == "CompleteAbort"
     assert _read(server.bootstrap, topic, 1, committed=True) == {0: []}
     assert _read(server.bootstrap, topic, 1, committed=False) == {0: [b"orphan"]}
+
+
+def test_aiokafka_transactional_producer(server: Server) -> None:
+    """aiokafka speaks the oldest versions: InitProducerId, AddPartitionsToTxn and EndTxn v0."""
+    topic = unique_topic("aio")
+    _create(server.bootstrap, topic, 2)
+    txn_id = f"tx-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=server.bootstrap, transactional_id=txn_id)
+        await p.start()
+        try:
+            async with p.transaction():
+                await p.send_and_wait(topic, b"aio-c0", partition=0)
+                await p.send_and_wait(topic, b"aio-c1", partition=1)
+            await p.begin_transaction()
+            await p.send_and_wait(topic, b"aio-a0", partition=0)
+            await p.abort_transaction()
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    assert _read(server.bootstrap, topic, 2, committed=True) == {0: [b"aio-c0"], 1: [b"aio-c1"]}
+    assert _describe(server.bootstrap, txn_id).transaction_state == "CompleteAbort"
