@@ -29,6 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 OFFSET_METADATA_TOO_LARGE = 12
 INVALID_GROUP_ID = 24
+INVALID_PRODUCER_EPOCH = 47
 UNSTABLE_OFFSET_COMMIT = 88
 TXN_OFFSET_COMMIT = 28
 PRODUCER_ID = 7000
@@ -269,3 +270,51 @@ def test_deleting_group_or_topic_drops_pending(server: Server) -> None:
         assert _txn_commit(raw, other, {topic: {0: (11, None)}}) == {(topic, 0): NONE}
         _delete_topic(raw, topic)
         assert _fetch(raw, other, topic, [0], require_stable=True) == {0: (-1, NONE)}
+
+
+def _init_txn_producer(raw: RawKafka, transactional_id: str) -> tuple[int, int]:
+    resp = raw.request(
+        _req(
+            22,
+            4,
+            "InitProducerIdRequest",
+            transactional_id=transactional_id,
+            transaction_timeout=ms(60_000),
+            producer_id=-1,
+            producer_epoch=-1,
+        )
+    )
+    assert int(resp.error_code) == NONE, resp
+    return int(resp.producer_id), int(resp.producer_epoch)
+
+
+def test_fenced_producer_cannot_stage_offsets(server: Server) -> None:
+    """A producer fenced after its AddOffsetsToTxn gets INVALID_PRODUCER_EPOCH from
+    TxnOffsetCommit, as from Kafka's __consumer_offsets partition after the abort marker,
+    and its offsets never reach the group or its successor's transaction."""
+    topic = unique_topic("txo-fence")
+    create_topic(server.bootstrap, topic, 1)
+    group = _group()
+    txn_id = f"tx-{group}"
+    with RawKafka(server.bootstrap) as raw:
+        pid, epoch = _init_txn_producer(raw, txn_id)
+        added = raw.request(
+            _req(
+                25,
+                3,
+                "AddOffsetsToTxnRequest",
+                transactional_id=txn_id,
+                producer_id=pid,
+                producer_epoch=epoch,
+                group_id=group,
+            )
+        )
+        assert int(added.error_code) == NONE, added
+        # The successor aborts the open transaction with a bumped epoch.
+        new_pid, new_epoch = _init_txn_producer(raw, txn_id)
+        assert new_pid == pid and new_epoch > epoch
+        codes = _txn_commit(
+            raw, group, {topic: {0: (10, None)}}, producer_id=pid, producer_epoch=epoch
+        )
+        assert codes == {(topic, 0): INVALID_PRODUCER_EPOCH}
+        assert _fetch(raw, group, topic, [0], require_stable=True) == {0: (-1, NONE)}

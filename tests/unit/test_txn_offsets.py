@@ -173,6 +173,11 @@ async def test_old_epoch_is_fenced(coord: GroupCoordinator) -> None:
     assert coord.stage_txn_offsets("g", PID, 6, _rows((0, 12))) == {("t", 0): e.NONE}
     await coord.complete_txn_offsets("g", PID, commit=True, producer_epoch=6)
     assert _committed(coord) == {("t", 0): 12}
+    # A group added to the transaction that nothing was staged for yet is fenced as well.
+    await coord.complete_txn_offsets("unseen", PID, commit=False, producer_epoch=9)
+    assert coord.stage_txn_offsets("unseen", PID, 8, _rows((0, 1))) == {
+        ("t", 0): e.INVALID_PRODUCER_EPOCH
+    }
 
 
 async def test_no_producer_id_is_a_plain_commit(coord: GroupCoordinator) -> None:

@@ -79,12 +79,11 @@ class TxnOffsetTable(GroupTable):
         """The transaction's outcome for this group: commit makes the producer's pending
         offsets the committed ones (one SQLite transaction), abort drops them. Completing
         again, or a group with nothing pending, is harmless. `producer_epoch`, the epoch of
-        the outcome's marker, fences TxnOffsetCommits of older epochs from then on."""
-        known = group_id in self.groups
-        done = self.store.complete_txn_offsets(
-            group_id, producer_id, commit, producer_epoch if known else None
-        )
-        if done and commit and not known:
+        the outcome's marker, fences TxnOffsetCommits of older epochs from then on, also in
+        a group that the producer named in AddOffsetsToTxn but has staged nothing for yet
+        (Kafka writes the marker to the group's __consumer_offsets partition all the same)."""
+        done = self.store.complete_txn_offsets(group_id, producer_id, commit, producer_epoch)
+        if done and commit and group_id not in self.groups:
             self.groups[group_id] = Group(group_id)
 
     def has_pending_txn_offsets(self, group_id: str, topic: str, partition: int) -> bool:
