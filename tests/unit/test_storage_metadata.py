@@ -125,16 +125,6 @@ def test_producer_ids(tmp_path: Path) -> None:
     again = MetadataStore(tmp_path)
     # A restart never reuses an id.
     assert again.next_producer_id() >= PRODUCER_ID_BLOCK
-    pid, epoch = again.transactional_producer("tx-1")
-    assert epoch == 0
-    assert again.transactional_producer("tx-1") == (pid, 1)
-    third = MetadataStore(tmp_path)
-    assert third.transactional_producer("tx-1") == (pid, 2)
-    assert third.transactional_producer("tx-2")[0] not in (pid,)
-    # Epoch exhaustion moves the transactional id to a new producer id.
-    third._transactional["tx-1"] = (pid, 2**15 - 2)
-    new_pid, new_epoch = third.transactional_producer("tx-1")
-    assert new_pid != pid and new_epoch == 0
 
 
 def _settings(data_dir: Path, log: LogConfig) -> Settings:

@@ -30,8 +30,6 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 # Producer ids are handed out from blocks, and only the block end is persisted, so allocating
 # an id rarely touches the disk. A restart skips the rest of the block.
 PRODUCER_ID_BLOCK = 1000
-# Kafka moves a transactional id to a new producer id before the epoch (int16) runs out.
-MAX_PRODUCER_EPOCH = 2**15 - 2
 # Kafka's KRaft controller writes at most 10,000 records per request (one per partition), so a
 # larger topic is refused there too; creating them all here would also hold the event loop
 # for seconds.
@@ -101,7 +99,6 @@ class MetadataStore:
         self._topics: dict[str, TopicMeta] = {}
         self._by_id: dict[uuid.UUID, TopicMeta] = {}
         self._producer_block_end = 0
-        self._transactional: dict[str, tuple[int, int]] = {}
         data_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._load()
@@ -118,8 +115,9 @@ class MetadataStore:
             meta = TopicMeta(name, uuid.UUID(t["id"]), int(t["partitions"]), dict(t["configs"]))
             self._topics[name] = meta
             self._by_id[meta.topic_id] = meta
+        # A "transactional" map written by older versions is ignored: the transaction
+        # coordinator (transactions.sqlite) owns transactional ids now.
         self._producer_block_end = int(doc["producer_id_block_end"])
-        self._transactional = {k: (int(v[0]), int(v[1])) for k, v in doc["transactional"].items()}
 
     def _save(self) -> None:
         doc: dict[str, Any] = {
@@ -129,7 +127,6 @@ class MetadataStore:
                 for t in self._topics.values()
             },
             "producer_id_block_end": self._producer_block_end,
-            "transactional": {k: list(v) for k, v in self._transactional.items()},
         }
         atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
 
@@ -237,15 +234,3 @@ class MetadataStore:
         pid = self._next_producer_id
         self._next_producer_id += 1
         return pid
-
-    def transactional_producer(self, transactional_id: str) -> tuple[int, int]:
-        """(producer id, epoch) for InitProducerId with a transactional id: a new id at epoch
-        0, else the same id with the epoch bumped, or a new id once the epoch runs out."""
-        current = self._transactional.get(transactional_id)
-        if current is None or current[1] >= MAX_PRODUCER_EPOCH:
-            assigned = (self.next_producer_id(), 0)
-        else:
-            assigned = (current[0], current[1] + 1)
-        self._transactional[transactional_id] = assigned
-        self._save()
-        return assigned
