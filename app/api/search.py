@@ -70,6 +70,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 Sort = Literal["-timestamp", "timestamp", "offset", "-offset", "relevance"]
+Isolation = Literal["read_committed", "read_uncommitted"]
 
 
 def _bad(param: str, message: str) -> HTTPException:
@@ -107,10 +108,23 @@ class Filters:
     start_ms: int | None
     end_ms: int | None
     partitions: list[int] | None
+    isolation: Isolation = "read_committed"
+
+    @property
+    def read_committed(self) -> bool:
+        return self.isolation == "read_committed"
 
     def fingerprint(self, sort: str) -> str:
         raw = json.dumps(
-            [sorted(self.topics), self.q, self.start_ms, self.end_ms, self.partitions, sort]
+            [
+                sorted(self.topics),
+                self.q,
+                self.start_ms,
+                self.end_ms,
+                self.partitions,
+                sort,
+                self.isolation,
+            ]
         )
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
@@ -137,6 +151,14 @@ def filters(
     partition: Annotated[
         list[int] | None, Query(description="only these partitions (repeatable)")
     ] = None,
+    isolation: Annotated[
+        Isolation,
+        Query(
+            description="read_committed: records of aborted transactions and of transactions "
+            "still open are left out (they appear once committed; other records are not held "
+            "back); read_uncommitted: every stored record, for debugging",
+        ),
+    ] = "read_committed",
 ) -> Filters:
     topics = [t.strip() for t in topic.split(",") if t.strip()]
     if not topics:
@@ -153,7 +175,8 @@ def filters(
     start_ms, end_ms = parse_time("start", start), parse_time("end", end)
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
         raise _bad("end", "is before start")
-    return Filters(topics, query, start_ms, end_ms, sorted(set(partition)) if partition else None)
+    parts = sorted(set(partition)) if partition else None
+    return Filters(topics, query, start_ms, end_ms, parts, isolation)
 
 
 FiltersDep = Annotated[Filters, Depends(filters)]
@@ -282,6 +305,7 @@ async def search(
             after=after,
             limit=limit,
             skip=offset,
+            read_committed=f.read_committed,
         )
     metrics.SEARCH_SECONDS.labels("search").observe(time.perf_counter() - started)
     terms = _terms(f.q) if highlight else None
@@ -311,7 +335,13 @@ def parse_interval(value: str) -> int:
 async def _aggregate(request: Request, f: Filters, agg: dict[str, Any]) -> list[dict[str, Any]]:
     with storage_errors():
         results = await request.app.state.storage.search.aggregate(
-            f.topics, f.q, agg, partitions=f.partitions, start_ms=f.start_ms, end_ms=f.end_ms
+            f.topics,
+            f.q,
+            agg,
+            partitions=f.partitions,
+            start_ms=f.start_ms,
+            end_ms=f.end_ms,
+            read_committed=f.read_committed,
         )
     return [r for r in results if r]
 

@@ -54,7 +54,10 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    total: int = Field(description="exact number of matching records (not the page size)")
+    total: int = Field(
+        description="exact number of matching records (not the page size); with "
+        "read_committed, without those of aborted and open transactions"
+    )
     took_ms: float
     next_cursor: str | None = Field(
         default=None, description="pass as `cursor` for the next page; null on the last page"

@@ -19,6 +19,10 @@ class PartitionInfo(BaseModel):
     partition: int
     log_start_offset: int = Field(description="first offset still stored")
     log_end_offset: int = Field(description="offset the next record will get (high watermark)")
+    last_stable_offset: int = Field(
+        description="offsets below it hold no open transaction (read_committed consumers "
+        "read up to here); equals log_end_offset when no transaction is open"
+    )
     indexed_offset: int | None = Field(
         default=None, description="every record below this is searchable; null without indexing"
     )
@@ -46,6 +50,7 @@ class TopicInfo(BaseModel):
                             "partition": 0,
                             "log_start_offset": 0,
                             "log_end_offset": 3000,
+                            "last_stable_offset": 2990,
                             "indexed_offset": 3000,
                             "layers": {
                                 "memory": {"records": 3000, "bytes": 91474},
@@ -78,6 +83,7 @@ def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
                 partition=plog.partition,
                 log_start_offset=plog.log_start_offset,
                 log_end_offset=plog.high_watermark,
+                last_stable_offset=plog.last_stable_offset,
                 indexed_offset=progress.indexed if progress is not None else None,
                 layers=layers,
             )
