@@ -244,8 +244,8 @@ def test_a_sealed_index_gets_the_transactions_over_its_offsets_only(tmp_path: Pa
     assert {(e[0], e[2]) for e in ex} == {(14, None)}
 
 
-def _legacy_schema() -> tantivy.Schema:
-    """The schema before `producer_id`."""
+def legacy_schema() -> tantivy.Schema:
+    """The schema before `producer_id` (also bench/txn_search_bench.py's)."""
     sb = tantivy.SchemaBuilder()
     for name in ("partition", "offset", "timestamp"):
         sb.add_integer_field(name, stored=True, indexed=True, fast=True)
@@ -262,7 +262,7 @@ def _legacy_index(index_dir: Path, plog: PartitionLog, upto: int) -> None:
     `upto`, as an older Chronik wrote it."""
     shutil.rmtree(index_dir)
     index_dir.mkdir()
-    index = tantivy.Index(_legacy_schema(), path=str(index_dir))
+    index = tantivy.Index(legacy_schema(), path=str(index_dir))
     writer = index.writer(15_000_000, 1)
     builder = DocBuilder(0)
     tail = WalTail(plog.directory)
