@@ -37,7 +37,14 @@ from tests.integration.layered import (
     wal_bases,
 )
 from tests.integration.test_topic_configs import create_topic
-from tests.integration.txnclients import TP, Ledger, Sent, check_isolation, read_confluent
+from tests.integration.txnclients import (
+    TP,
+    Ledger,
+    Sent,
+    assert_reads,
+    check_isolation,
+    read_confluent,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -191,6 +198,26 @@ def test_list_offsets_read_committed_answers_the_last_stable_offset(txn_server: 
     check_isolation(srv.bootstrap, ledger)
 
 
+def test_read_committed_from_inside_an_aborted_transaction(txn_server: Server) -> None:
+    """A fetch from an offset inside an aborted transaction still gets that transaction in
+    its aborted list (its marker is past the fetch offset), so its remaining records are
+    skipped."""
+    srv = txn_server
+    tps = _topics(srv)
+    ledger = Ledger(srv.bootstrap, tps)
+    p = ledger.txn_producer()
+    ledger.transaction(p, 3, commit=True)
+    aborted = ledger.transaction(p, 4, commit=False, plain_inside=2)
+    ledger.send(ledger.plain, 2, "plain")
+    start = {tp: sorted(s.offset for s in aborted if s.tp == tp)[2] for tp in tps}
+    got = read_confluent(srv.bootstrap, ledger.ends(True), True, start=start)
+    want = {
+        tp: [(o, v) for o, v in recs if o >= start[tp]]
+        for tp, recs in ledger.expected(True).items()
+    }
+    assert_reads(want, got, "read_committed from inside an aborted transaction")
+
+
 def _fatal_fenced(exc: KafkaException) -> None:
     err = exc.args[0]
     assert err.fatal(), err
@@ -250,6 +277,38 @@ def test_transaction_past_its_timeout_is_aborted_by_the_coordinator(txn_server: 
             assert r.status_code == 200, r.text
             want = [s for s in mine if kinds is None or s.kind in kinds]
             assert r.json()["total"] == len(want), (topic, iso)
+
+
+def test_open_transaction_survives_a_restart_and_expires_after_a_crash(
+    fresh_server: Callable[..., Server],
+) -> None:
+    srv = fresh_server(*SERVER_ARGS)
+    tps = _topics(srv)
+    ledger = Ledger(srv.bootstrap, tps)
+    p = ledger.txn_producer(conf={"transaction.timeout.ms": 60_000})
+    ledger.send(ledger.plain, 2, "plain")
+    p.begin_transaction()
+    pending = ledger.send(p, 3, "open")
+    ledger.send(ledger.plain, 2, "plain")
+    lso = {tp: min(s.offset for s in pending if s.tp == tp) for tp in tps}
+    srv.restart()
+    # The partitions still know the open transaction: read_committed stops before it.
+    for tp in tps:
+        assert _watermarks(srv.bootstrap, tp, True)[1] == lso[tp], tp
+    p.commit_transaction(30)
+    ledger.settle(pending, commit=True)
+    check_isolation(srv.bootstrap, ledger)
+
+    # Cut off by a SIGKILL and never resumed: recovery or the timeout task aborts it.
+    q = ledger.txn_producer(conf={"transaction.timeout.ms": 2000})
+    q.begin_transaction()
+    pending = ledger.send(q, 3, "open")
+    ledger.send(ledger.plain, 1, "plain")
+    srv.kill()
+    srv.start()
+    wait_until(lambda: _stable(srv, tps), 15, "the expired transaction to be aborted")
+    ledger.settle(pending, commit=False)
+    check_isolation(srv.bootstrap, ledger, CLIENTS)
 
 
 async def _aiokafka_transactions(srv: Server, ledger: Ledger, tps: list[TP]) -> None:

@@ -146,12 +146,20 @@ def _done(got: Read, last: dict[TP, int]) -> bool:
     return all(got[tp] and got[tp][-1][0] >= end for tp, end in last.items())
 
 
-def read_confluent(bootstrap: str, last: dict[TP, int], committed: bool, timeout=30.0) -> Read:
-    """Read every partition from offset 0 until its record at `last` (or past it)."""
+def read_confluent(
+    bootstrap: str,
+    last: dict[TP, int],
+    committed: bool,
+    timeout: float = 30.0,
+    start: dict[TP, int] | None = None,
+) -> Read:
+    """Read every partition from offset 0 (or `start`) until its record at `last` (or past
+    it)."""
     c = confluent_consumer(bootstrap, **{"isolation.level": _isolation(committed)})
     got: Read = {tp: [] for tp in last}
+    begin = start or {}
     try:
-        c.assign([confluent_kafka.TopicPartition(t, p, 0) for t, p in last])
+        c.assign([confluent_kafka.TopicPartition(t, p, begin.get((t, p), 0)) for t, p in last])
         deadline = time.monotonic() + timeout
         while not _done(got, last) and time.monotonic() < deadline:
             for m in c.consume(num_messages=1000, timeout=0.2):
