@@ -183,6 +183,9 @@ async def test_exhausted_epoch_moves_to_a_new_producer_id(tmp_path, log, clock):
     # Its answer was lost: the retry gets the same answer.
     again = await coord.init_producer_id("t", TIMEOUT, pid, 32766)
     assert (again.error, again.producer_id, again.epoch) == (e.NONE, r.producer_id, 0)
+    # And lost again: still the same answer (the rotation remembers where it came from).
+    again = await coord.init_producer_id("t", TIMEOUT, pid, 32766)
+    assert (again.error, again.producer_id, again.epoch) == (e.NONE, r.producer_id, 0)
     # A fresh producer at the exhausted epoch rotates too.
     meta = coord.get("t")
     assert meta is not None

@@ -9,7 +9,6 @@ from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 
 INIT_PRODUCER_ID = 22
-MAX_EPOCH = 32767
 
 
 async def init_producer_id(broker: BrokerContext, req: Request) -> Frame:
@@ -29,11 +28,10 @@ async def init_producer_id(broker: BrokerContext, req: Request) -> Frame:
             code = INVALID_PRODUCER_EPOCH
     elif (current_id == -1) != (current_epoch == -1):
         code = INVALID_REQUEST
-    elif current_id >= 0 and 0 <= current_epoch < MAX_EPOCH - 1:
-        # KIP-360: an idempotent producer asks to bump its epoch after an
-        # unknown-producer error, keeping its id and resetting sequences.
-        producer_id, epoch = current_id, current_epoch + 1
     else:
+        # Without a transactional id Kafka always hands out a new id at epoch 0, also to a
+        # producer naming its current one (KIP-360's reset): bumping a named id would let
+        # any client fence another producer, a transactional one included.
         producer_id, epoch = broker.storage.metadata.next_producer_id(), 0
     body_out = build(
         resp,

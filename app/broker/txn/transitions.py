@@ -32,9 +32,13 @@ def next_incarnation(
     """The metadata of an idle transactional id after InitProducerId, None when the
     expected epoch is fenced. `expected_epoch` is None for a producer that names none."""
     pid = meta.producer_id
+    # Only a rotation changes it, as Kafka's prepareIncrementProducerEpoch: a retry of a
+    # rotation must still recognise the producer id it rotated from.
+    last_pid = meta.last_producer_id
     if epoch_exhausted(meta.epoch) and expected_epoch in (None, meta.epoch):
         # Out of epochs: a new producer id at epoch 0.
         pid = new_producer_id()
+        last_pid = meta.producer_id
         epoch, last_epoch = 0, (NO_EPOCH if expected_epoch is None else meta.epoch)
     elif expected_epoch is None:
         epoch, last_epoch = meta.epoch + 1, NO_EPOCH
@@ -49,7 +53,7 @@ def next_incarnation(
         TxnState.EMPTY,
         now_ms,
         producer_id=pid,
-        last_producer_id=meta.producer_id,
+        last_producer_id=last_pid,
         epoch=epoch,
         last_epoch=last_epoch,
         timeout_ms=timeout_ms,
