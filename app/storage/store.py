@@ -292,12 +292,12 @@ class Storage:
         coordinator_epoch: int = 0,
     ) -> None:
         """Write a transaction's COMMIT or ABORT marker to one partition and wait until it
-        is durable. UnknownTopic when the partition is gone."""
+        is durable, whatever the fsync mode. UnknownTopic when the partition is gone."""
         plog = self.log(topic, partition)
         result = plog.append_marker(
             producer_id, producer_epoch, commit, coordinator_epoch, int(time.time() * 1000)
         )
-        await plog.wait_durable(result.last_offset + 1)
+        await plog.wait_synced(result.last_offset + 1)
 
     async def offset_for_timestamp(self, plog: PartitionLog, ts: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record stamped at or after `ts`; records without a

@@ -3,6 +3,7 @@ markers, the aborted-transaction index, read_committed reads, and recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from app.storage.log.batch import end_offset, validate_batches
 from app.storage.log.fsync import FsyncScheduler
 from app.storage.log.memtail import MemTailBudget
 from app.storage.log.partition import PRODUCER_SNAPSHOT, AppendResult, PartitionLog
-from app.storage.log.txn import ABORT, COMMIT, build_marker, control_type
+from app.storage.log.txn import ABORT, COMMIT, build_marker, control_type, read_aborted
 from tests.unit.batchgen import make_batch
 
 
@@ -243,4 +244,67 @@ def test_state_after_sigkill(tmp_path: Path) -> None:
     assert batches is not None
     assert parse_header(batches[0]).base_offset == 0
     assert end_offset(batches) == 60
+    plog.close()
+
+
+def test_lso_is_never_below_the_log_start(tmp_path: Path) -> None:
+    """Kafka's maybeIncrementFirstUnstableOffset: a consumer sent below the log start would
+    get OFFSET_OUT_OF_RANGE and reset."""
+    plog = open_log(tmp_path, {"segment.bytes": "300"})
+    produce(plog, 1, 0, n=4)  # open from offset 0
+    for _ in range(6):
+        plain(plog)
+    plog.delete_records(5)
+    assert plog.log_start_offset == 5
+    assert plog.last_stable_offset == 5
+    plog.close()
+
+
+def test_wal_trim_keeps_the_start_of_open_transactions(tmp_path: Path) -> None:
+    """Tiering deletes uploaded WAL segments, but not one where an open transaction starts:
+    recovery without a producer snapshot replays the WAL and must find that start."""
+    plog = open_log(tmp_path, {"segment.bytes": "300"})
+    for _ in range(4):
+        plain(plog)
+    produce(plog, 1, 0)  # opens at 4
+    for _ in range(8):
+        plain(plog)
+    assert len(plog.wal.segments) > 3
+    plog.delete_wal_before(plog.log_end_offset, 0, now_s=1e12)
+    assert plog.wal_start_offset <= 4
+    plog.close()
+    (tmp_path / "t-0" / PRODUCER_SNAPSHOT).unlink()
+    plog = open_log(tmp_path, {"segment.bytes": "300"})
+    assert plog.open_transactions() == {1: 4}
+    plog.append_marker(1, 0, True, 0, 1000)
+    plog.delete_wal_before(plog.log_end_offset, 0, now_s=1e12)
+    assert plog.wal_start_offset > 4
+    plog.close()
+
+
+def test_torn_index_tail_is_dropped(tmp_path: Path) -> None:
+    plog = open_log(tmp_path)
+    produce(plog, 1, 0)
+    plog.append_marker(1, 0, False, 0, 1000)  # aborted (1, 0, 1)
+    plog.close()
+    path = tmp_path / "t-0" / "aborted-txns"
+    # A power loss can leave a zero-filled or partial tail after the last good entry.
+    path.write_bytes(path.read_bytes() + bytes(32) + b"\x01\x02")
+    assert read_aborted(tmp_path / "t-0") == [AbortedTxn(1, 0, 1)]
+    plog = open_log(tmp_path)
+    assert plog.aborted_transactions(0, 100) == [AbortedTxn(1, 0, 1)]
+    assert path.stat().st_size == 32
+    plog.close()
+
+
+@pytest.mark.parametrize("mode", ["interval", "never"])
+async def test_markers_are_synced_in_every_fsync_mode(tmp_path: Path, mode: str) -> None:
+    fsync = FsyncScheduler(mode, interval_ms=60_000)
+    plog = PartitionLog(tmp_path / "t-0", "t", 0, {}, fsync, MemTailBudget(1 << 20))
+    produce(plog, 1, 0)
+    before = fsync.fsync_calls
+    result = plog.append_marker(1, 0, False, 0, 1000)
+    await asyncio.wait_for(plog.wait_synced(result.last_offset + 1), 10)
+    assert fsync.fsync_calls > before
+    await fsync.close()
     plog.close()

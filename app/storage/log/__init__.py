@@ -36,7 +36,7 @@ from app.storage.log.timestamps import (
     wal_offset_for_timestamp,
 )
 from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
-from app.storage.log.txn import AbortedTxn
+from app.storage.log.txn import AbortedTxn, read_aborted
 from app.storage.log.validation import check_records
 from app.storage.log.walreader import WalTail
 
@@ -63,6 +63,7 @@ __all__ = [
     "iter_records",
     "metadata",
     "parse_header",
+    "read_aborted",
     "read_uvarint",
     "records_at",
     "topicconfig",

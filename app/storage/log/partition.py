@@ -5,8 +5,6 @@ scheduler advances."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -35,6 +33,7 @@ from app.storage.log.memtail import MemTail, MemTailBudget
 from app.storage.log.producers import ProducerState, recover_producers
 from app.storage.log.topicconfig import LogConfig
 from app.storage.log.txn import AbortedIndex, AbortedTxn, build_marker
+from app.storage.log.waiters import Waiters
 from app.storage.log.wal import MAX_RELATIVE_OFFSET, Appended, Wal, WalSegment
 
 log = logging.getLogger(__name__)
@@ -93,8 +92,7 @@ class PartitionLog:
         self._tail = MemTail(budget)
         self._pending_sealed: list[WalSegment] = []
         self._pending_jobs: list[Callable[[], None]] = []
-        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._data_future: asyncio.Future[None] | None = None
+        self._waiters = Waiters()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.topic}-{self.partition})"
@@ -114,7 +112,11 @@ class PartitionLog:
         """Offsets below it are decided: no open transaction holds them (read_committed
         fetches stop here)."""
         first = self._producers.first_unstable_offset()
-        return self.high_watermark if first is None else min(first, self.high_watermark)
+        if first is None:
+            return self.high_watermark
+        # Never below the log start (Kafka's maybeIncrementFirstUnstableOffset): a consumer
+        # sent there would get OFFSET_OUT_OF_RANGE.
+        return min(max(first, self.log_start_offset), self.high_watermark)
 
     def open_transactions(self) -> dict[int, int]:
         """Producer id -> first offset of its open transaction on this partition."""
@@ -280,7 +282,8 @@ class PartitionLog:
             if not seg.deleted:
                 work.fds.append(os.dup(seg.fd))
         self._pending_sealed = []
-        if self._fsync.mode != "never" and work.end_offset > self._sync_started_end:
+        forced = self._waiters.start_round()
+        if forced or (self._fsync.mode != "never" and work.end_offset > self._sync_started_end):
             work.fds.append(os.dup(self._wal.active.fd))
         self._sync_started_end = work.end_offset
         for d in dict.fromkeys(self._new_dirs):
@@ -289,13 +292,10 @@ class PartitionLog:
         return work
 
     def sync_done(self, end_offset: int, error: BaseException | None) -> None:
+        self._waiters.round_done(error)
         if error is not None:
             # Let the next waiter start a new round instead of waiting on this failed one.
             self._sync_started_end = self.high_watermark
-            waiters, self._durable_waiters = self._durable_waiters, []
-            for _off, fut in waiters:
-                if not fut.done():
-                    fut.set_exception(StorageError(f"fsync failed: {error}"))
             return
         if self._fsync.durable_on_ack:
             self._advance_hw(end_offset)
@@ -304,20 +304,7 @@ class PartitionLog:
         if offset <= self.high_watermark:
             return
         self.high_watermark = offset
-        if self._durable_waiters:
-            keep = []
-            for off, fut in self._durable_waiters:
-                if off <= offset:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((off, fut))
-            self._durable_waiters = keep
-        data_fut = self._data_future
-        if data_fut is not None:
-            self._data_future = None
-            if not data_fut.done():
-                data_fut.set_result(None)
+        self._waiters.advanced(offset)
 
     async def wait_durable(self, offset: int) -> None:
         """Resolve once every offset below `offset` is fsynced (mode always; otherwise at
@@ -325,11 +312,22 @@ class PartitionLog:
         if not self._fsync.durable_on_ack or self.high_watermark >= offset:
             return
         self._check_open()
-        fut = asyncio.get_running_loop().create_future()
-        self._durable_waiters.append((offset, fut))
+        fut = self._waiters.add_durable(offset)
         if offset > self._sync_started_end:
             # Otherwise an fsync already under way covers it.
             self._fsync.mark_dirty(self, urgent=True)
+        await fut
+
+    async def wait_synced(self, offset: int) -> None:
+        """wait_durable in every fsync mode: a transaction marker must be on disk before the
+        coordinator records the outcome as final, or a lost marker would leave the
+        transaction open here forever (and the last stable offset stuck)."""
+        if self._fsync.durable_on_ack:
+            await self.wait_durable(offset)
+            return
+        self._check_open()
+        fut = self._waiters.add_forced()
+        self._fsync.mark_dirty(self, urgent=True)
         await fut
 
     async def wait_for_data(self, offset: int, timeout: float, committed: bool = False) -> None:
@@ -339,12 +337,7 @@ class PartitionLog:
         bound = self.last_stable_offset if committed else self.high_watermark
         if bound > offset or self._closed:
             return
-        loop = asyncio.get_running_loop()
-        fut = self._data_future
-        if fut is None or fut.done() or fut.get_loop() is not loop:
-            fut = self._data_future = loop.create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        await self._waiters.wait_data(timeout)
 
     def _check_offset(self, offset: int) -> None:
         if offset < self.log_start_offset or offset > self.high_watermark:
@@ -392,6 +385,11 @@ class PartitionLog:
         """Delete sealed WAL segments whose offsets are all below `offset` (published to the
         object store) and that were last written over `older_than_ms` ago. The log start
         does not move: search segments serve those offsets now. Returns bytes deleted."""
+        first_open = self._producers.first_unstable_offset()
+        if first_open is not None:
+            # Recovery without a producer snapshot replays the WAL: it must still hold where
+            # every open transaction starts.
+            offset = min(offset, first_open)
         count = retention.uploaded_and_idle(self._wal.segments, offset, older_than_ms, now_s)
         if count == 0:
             return 0
@@ -476,6 +474,7 @@ class PartitionLog:
             self._producers.to_snapshot(self.log_end_offset),
         )
         self._advance_hw(self.log_end_offset)
+        self._waiters.synced_by_close()
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -483,13 +482,7 @@ class PartitionLog:
         self._wal.close()
         self._aborted.close()
         self._tail.close()
-        waiters, self._durable_waiters = self._durable_waiters, []
-        for _off, fut in waiters:
-            if not fut.done():
-                fut.set_exception(StorageError(f"{self.topic}-{self.partition} was closed"))
-        data_fut = self._data_future
-        if data_fut is not None and not data_fut.done():
-            data_fut.set_result(None)
+        self._waiters.closed(f"{self.topic}-{self.partition} was closed")
 
     def remove(self) -> None:
         """Delete every file of this partition (topic deletion)."""

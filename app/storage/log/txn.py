@@ -106,6 +106,34 @@ def control_type(batch: Buffer, pos: int = 0) -> int:
     return kind if kind in (ABORT, COMMIT) else -1
 
 
+def _parse(data: bytes) -> list[AbortedTxn]:
+    """The entries of an index file up to the first one that cannot be right: a partial
+    one (an append under way), or one out of marker order or inconsistent (a torn or
+    zero-filled tail after a power loss)."""
+    out: list[AbortedTxn] = []
+    usable = len(data) - len(data) % _ENTRY.size
+    prev = -1
+    for pid, first, last, _lso in _ENTRY.iter_unpack(memoryview(data)[:usable]):
+        if pid < 0 or not 0 <= first <= last or last <= prev:
+            break
+        out.append(AbortedTxn(pid, first, last))
+        prev = last
+    return out
+
+
+def read_aborted(directory: Path) -> list[AbortedTxn]:
+    """The aborted transactions in a partition's `aborted-txns` file, for another process
+    (the indexer worker) than the one appending to it. A partial trailing entry (an append
+    under way) is skipped; a rewrite replaces the file by rename, so a reader sees the old
+    file or the new one. The same transaction may be listed twice (appended again by a
+    recovery replay); a missing file is no transaction."""
+    try:
+        data = (directory / ABORTED_FILE).read_bytes()
+    except FileNotFoundError:
+        return []
+    return _parse(data)
+
+
 class AbortedIndex:
     """The aborted transactions of a partition, ordered by marker offset (so also by
     append). Appends go to the page cache at once; `sync` (run by the fsync thread before
@@ -126,11 +154,7 @@ class AbortedIndex:
         except FileNotFoundError:
             data = b""
         limit = min(valid_below, end_offset)
-        usable = len(data) - len(data) % _ENTRY.size
-        for pos in range(0, usable, _ENTRY.size):
-            pid, first, last, _lso = _ENTRY.unpack_from(data, pos)
-            if last < limit:
-                self.entries.append(AbortedTxn(pid, first, last))
+        self.entries = [e for e in _parse(data) if e.last_offset < limit]
         self._lasts = [e.last_offset for e in self.entries]
         if len(self.entries) * _ENTRY.size != len(data):
             self._rewrite()
