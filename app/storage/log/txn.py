@@ -125,8 +125,7 @@ def read_aborted(directory: Path) -> list[AbortedTxn]:
     """The aborted transactions in a partition's `aborted-txns` file, for another process
     (the indexer worker) than the one appending to it. A partial trailing entry (an append
     under way) is skipped; a rewrite replaces the file by rename, so a reader sees the old
-    file or the new one. The same transaction may be listed twice (appended again by a
-    recovery replay); a missing file is no transaction."""
+    file or the new one; a missing file is no transaction."""
     try:
         data = (directory / ABORTED_FILE).read_bytes()
     except FileNotFoundError:
