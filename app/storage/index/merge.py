@@ -7,9 +7,10 @@ half the seal limits, together within them) is merged into one segment when a pa
 
 Merging does not re-index: the batch sections are concatenated (still the exact stored bytes)
 and the Tantivy indexes are combined by listing every source's segments in one `meta.json`,
-which is how a Tantivy index with several segments looks anyway. The registry swaps the
-sources for the result in one transaction; the sources' objects are deleted only after the
-result is uploaded (see `Registry.deletable`)."""
+which is how a Tantivy index with several segments looks anyway; the documents of aborted
+transactions whose marker only the merged range reaches are then deleted (aborts.py). The
+registry swaps the sources for the result in one transaction; the sources' objects are deleted
+only after the result is uploaded (see `Registry.deletable`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from app.storage.index.aborts import delete_in_merge
 from app.storage.segments import Registry, SegmentRow, extract_tantivy, write_segment
 
 log = logging.getLogger("app.storage.index")
@@ -101,6 +103,7 @@ def merge_segments(
                 if file.name != "meta.json":
                     file.rename(index_dir / file.name)
         (index_dir / "meta.json").write_text(json.dumps(_combine_meta(parts)))
+        delete_in_merge(index_dir, data_dir / "logs" / f"{rows[0].topic}-{rows[0].partition}", rows)
         return write_segment(
             data_dir / "segments" / key,
             topic=rows[0].topic,
