@@ -12,10 +12,16 @@ planned again from that index's base.
 Read committed (the default): each index's task gets the partition's transactions that
 overlap its offsets, taken from the PartitionLog when the task is made: aborted ones
 (producer id, first offset, marker offset) and open ones (producer id, first offset, no end).
-Their documents are left out of hits, totals and aggregations (execute.py). Records of other
-producers are not held back by an open transaction (no cut at the last stable offset): only
-the open segment's offsets from the log end at that moment on are left out, as a transaction
-begun after it is in none of the exclusions."""
+Their documents are left out of hits, totals and aggregations (execute.py). A sealed or
+merged segment [base, last] no longer holds the documents of aborted transactions with a
+marker at or below `last` (deleted when it was sealed or merged, index/aborts.py), so it gets
+only those with a marker past `last`; the open segment and one being packaged get all. Records
+of other producers are not held back by an open transaction (no cut at the last stable
+offset): only the open segment's offsets from the log end at that moment on are left out, as
+a transaction begun after it is in none of the exclusions.
+
+In either isolation, an index holding offsets below the log start is cut there: those records
+are deleted, and the aborted transactions among them are no longer listed."""
 
 from __future__ import annotations
 
@@ -198,8 +204,17 @@ class SearchEngine:
             last=row.last_offset,
         )
 
-    def _isolation(self, ref: IndexRef) -> tuple[tuple[Exclusion, ...], int | None]:
-        return exclusions(self.storage.log(ref.topic, ref.partition), ref.first, ref.last)
+    def _isolation(
+        self, ref: IndexRef, read_committed: bool
+    ) -> tuple[tuple[Exclusion, ...], int | None, int | None]:
+        """(exclusions, start offset, end offset) of the index's task."""
+        plog = self.storage.log(ref.topic, ref.partition)
+        start = start_bound(plog, ref.first)
+        if not read_committed:
+            return (), start, None
+        # Only a sealed segment's IndexRef has no min_offset.
+        exclude, end = exclusions(plog, ref.first, ref.last, sealed=ref.min_offset is None)
+        return exclude, start, end
 
     # -- running -----------------------------------------------------------------------
 
@@ -311,7 +326,7 @@ class SearchEngine:
         read_committed: bool = True,
     ) -> SearchResult:
         def task(r: IndexRef) -> SegmentTask:
-            exclude, end_offset = self._isolation(r) if read_committed else ((), None)
+            exclude, start_offset, end_offset = self._isolation(r, read_committed)
             return SegmentTask(
                 index_dir=str(r.index_dir),
                 rank=rank(topics, r.topic, r.partition),
@@ -327,6 +342,7 @@ class SearchEngine:
                 bound=None if r.span is None else r.span[1] if descending else r.span[0],
                 exclude=exclude,
                 end_offset=end_offset,
+                start_offset=start_offset,
             )
 
         done = await self._execute(
@@ -356,7 +372,7 @@ class SearchEngine:
         read_committed: bool = True,
     ) -> list[dict[str, Any]]:
         def task(r: IndexRef) -> AggTask:
-            exclude, end_offset = self._isolation(r) if read_committed else ((), None)
+            exclude, start_offset, end_offset = self._isolation(r, read_committed)
             return AggTask(
                 index_dir=str(r.index_dir),
                 query=query,
@@ -367,6 +383,7 @@ class SearchEngine:
                 generation=r.generation,
                 exclude=exclude,
                 end_offset=end_offset,
+                start_offset=start_offset,
             )
 
         done = await self._execute(
@@ -401,20 +418,30 @@ class SearchEngine:
 
 
 def exclusions(
-    plog: PartitionLog, first: int, last: int | None
+    plog: PartitionLog, first: int, last: int | None, sealed: bool = False
 ) -> tuple[tuple[Exclusion, ...], int | None]:
     """The partition's transactions to leave out of an index holding offsets first..last
-    (None: the open segment, also given the offset to stop at, the log end now). Open ones
-    are read first: one aborted between the reads is then in both lists, never in
-    neither."""
+    (None: the open segment, also given the offset to stop at, the log end now). A `sealed`
+    (or merged) segment's aborted transactions with a marker at or below `last` were deleted
+    from it (index/aborts.py). Open ones are read first: one aborted between the reads is
+    then in both lists, never in neither."""
     ongoing = plog.open_transactions()
     end = plog.log_end_offset
     hi = end if last is None else last + 1
+    settled = last if sealed and last is not None else -1
     out: list[Exclusion] = [
-        (a.producer_id, a.first_offset, a.last_offset) for a in plog.aborted_transactions(first, hi)
+        (a.producer_id, a.first_offset, a.last_offset)
+        for a in plog.aborted_transactions(first, hi)
+        if a.last_offset > settled
     ]
     out += [(pid, start, None) for pid, start in ongoing.items() if start < hi]
     return tuple(out), end if last is None else None
+
+
+def start_bound(plog: PartitionLog, first: int) -> int | None:
+    """The log start, if an index holding offsets from `first` has records below it."""
+    start = plog.log_start_offset
+    return start if first < start else None
 
 
 def _sort_key(sort_field: str | None, descending: bool) -> Any:

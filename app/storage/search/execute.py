@@ -9,7 +9,10 @@ last timestamp of a page are fetched again ordered by offset.
 Read committed: a task carries the partition's exclusions for the index's offsets, each
 (producer id, first offset, last offset or None for a transaction still open); documents
 with that `producer_id` in that range are left out of hits, counts and aggregations alike.
-An index written before the field existed holds no transactional records and gets none."""
+An index written before the field existed holds no transactional records and gets none.
+A task may also carry `start_offset`, the log start for an index that straddles it: the
+records below it were deleted (DeleteRecords, retention) and their aborted transactions are
+no longer listed."""
 
 from __future__ import annotations
 
@@ -65,6 +68,8 @@ class SegmentTask:
     # Offsets at and past it are left out (the log end when the exclusions were taken: a
     # transaction begun after that is in none of them).
     end_offset: int | None = None
+    # Offsets below it are left out (the log start, when the index holds some below it).
+    start_offset: int | None = None
 
 
 @dataclass
@@ -89,6 +94,7 @@ class AggTask:
     generation: int = 0
     exclude: tuple[Exclusion, ...] = ()
     end_offset: int | None = None
+    start_offset: int | None = None
 
 
 def schema() -> tantivy.Schema:
@@ -303,8 +309,8 @@ def _prepared(t: SegmentTask | AggTask) -> tuple[tantivy.Searcher, tantivy.Query
     if searcher.num_docs == 0:
         return None
     q = base_query(index, t.query, t.start_ms, t.end_ms, t.min_offset)
-    if t.end_offset is not None:
-        q = _all(q, _range("offset", None, t.end_offset, True, False))
+    if t.end_offset is not None or t.start_offset is not None:
+        q = _all(q, _range("offset", t.start_offset, t.end_offset, True, False))
     if t.exclude and _has_pid.get((t.index_dir, t.generation), True):
         q = excluding(q, t.exclude)
     return searcher, q
