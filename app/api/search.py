@@ -156,7 +156,9 @@ def filters(
         Query(
             description="read_committed: records of aborted transactions and of transactions "
             "still open are left out (they appear once committed; other records are not held "
-            "back); read_uncommitted: every stored record, for debugging",
+            "back); read_uncommitted, for debugging: open transactions' records too, and "
+            "aborted ones until their search segment is sealed (sealing deletes them from "
+            "the index; a read_uncommitted Kafka fetch still returns them)",
         ),
     ] = "read_committed",
 ) -> Filters:
