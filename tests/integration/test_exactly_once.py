@@ -239,7 +239,7 @@ class Trial:
     def kill_broker_in_commit(self) -> None:
         """The loop itself SIGKILLs the broker a few milliseconds into a commit_transaction,
         inside EndTxn's markers and offset completion, or just before or after them."""
-        n, ms = self.rng.randrange(1, 6), self.rng.uniform(0, 12)
+        n, ms = self.rng.randrange(1, 6), self.rng.uniform(0, 8)
         run = self.start_loop(kill_broker=f"{self.srv.pid}:{n}:{ms:.2f}")
         deadline = time.monotonic() + LOOP_RUN_BUDGET_S
         while self.srv.running() and run.proc.poll() is None:
