@@ -71,7 +71,7 @@ def _error_codes(obj: Any) -> list[int]:
     elif is_dataclass(obj):
         for f in fields(obj):
             value = getattr(obj, f.name)
-            if f.name == "error_code":
+            if f.metadata.get("kafka_type") == "error_code":
                 out.append(int(value))
             else:
                 out += _error_codes(value)
@@ -83,7 +83,7 @@ def _top(response: Any) -> set[str]:
 
 
 # APIs whose requests name topics or resources: each one named gets the error.
-MIRRORED = {0, 1, 2, 3, 8, 9, 19, 20, 21, 32, 33, 37, 44}
+MIRRORED = {0, 1, 2, 3, 8, 9, 19, 20, 21, 24, 28, 32, 33, 37, 44}
 
 
 CASES = [

@@ -159,7 +159,8 @@ def _mirror(entity: type, source: Any, code: int, message: str | None) -> Any:
     values: dict[str, Any] = {}
     for f in fields(entity):
         hint = hints[f.name]
-        if f.name == "error_code":
+        if f.metadata.get("kafka_type") == "error_code":
+            # Most are `error_code`; AddPartitionsToTxn's is `partition_error_code`.
             values[f.name] = err(code)
             continue
         if f.name == "error_message" and _is_nullable(hint):

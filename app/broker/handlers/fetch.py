@@ -120,8 +120,11 @@ async def _read(
         if committed:
             # Only the aborted transactions the returned batches overlap, as Kafka's
             # collectAbortedTransactions (it bounds by segment, which only sends more).
-            end = end_offset(batches)
-            found = plog.aborted_transactions(w.offset, end) if end is not None else []
+            # Their end is only worked out when some transaction aborted in the range.
+            found = plog.aborted_transactions(w.offset, lso)
+            if found:
+                end = end_offset(batches)
+                found = [a for a in found if end is not None and a.first_offset < end]
             res.aborted = [(a.producer_id, a.first_offset) for a in found]
         if batches:
             metrics.FETCH_RECORDS.labels(plog.topic).inc(metrics.count_records(batches))
