@@ -36,11 +36,12 @@ from app.storage.log.timestamps import (
     wal_offset_for_timestamp,
 )
 from app.storage.log.topicconfig import default_topic_configs, validate_topic_configs
-from app.storage.log.txn import AbortedTxn, read_aborted
+from app.storage.log.txn import COMMIT, AbortedTxn, control_type, read_aborted
 from app.storage.log.validation import check_records
 from app.storage.log.walreader import WalTail
 
 __all__ = [
+    "COMMIT",
     "HEADER_SIZE",
     "AbortedTxn",
     "AppendResult",
@@ -57,6 +58,7 @@ __all__ = [
     "WalTail",
     "batch_span",
     "check_records",
+    "control_type",
     "default_topic_configs",
     "end_offset",
     "first_record_at_or_after",

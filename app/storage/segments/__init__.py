@@ -2,7 +2,14 @@
 the SQLite registry that catalogues segments and indexer checkpoints. Shared by
 index, tier and search, in every process; imports only log."""
 
-from app.storage.segments.format import BatchIndex, extract_tantivy, tantivy_commit, write_segment
+from app.storage.segments.format import (
+    BatchIndex,
+    SegmentFormatError,
+    extract_tantivy,
+    read_manifest,
+    tantivy_commit,
+    write_segment,
+)
 from app.storage.segments.registry import LOCAL, UPLOADED, Checkpoint, Registry, SegmentRow
 
 __all__ = [
@@ -11,8 +18,10 @@ __all__ = [
     "BatchIndex",
     "Checkpoint",
     "Registry",
+    "SegmentFormatError",
     "SegmentRow",
     "extract_tantivy",
+    "read_manifest",
     "tantivy_commit",
     "write_segment",
 ]

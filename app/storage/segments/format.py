@@ -113,7 +113,8 @@ class BatchIndex:
 
 
 def scan_batches(data: bytes | memoryview | mmap.mmap, size: int) -> tuple[BatchIndex, int, int]:
-    """The batch index of a batch section, its first base offset and its record count."""
+    """The batch index of a batch section, its first base offset (-1 when it is empty) and
+    its record count. Offsets may have gaps between batches (a cleaned segment's)."""
     lasts, positions, times = array("q"), array("q"), array("q")
     pos = 0
     base = -1
@@ -157,8 +158,13 @@ def write_segment(
     min_timestamp: int,
     max_timestamp: int,
     docs: int,
+    base_offset: int | None = None,
+    last_offset: int | None = None,
 ) -> dict[str, Any]:
-    """Package a sealed segment into `out` (atomically, fsynced); returns its manifest."""
+    """Package a sealed segment into `out` (atomically, fsynced); returns its manifest.
+    `base_offset`/`last_offset` give the segment's offset range when it is not that of its
+    batches: a cleaned segment keeps its source's range though its first or last records
+    were removed, and may hold no batch at all."""
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     sections: dict[str, Any] = {}
@@ -166,18 +172,21 @@ def write_segment(
         dst = TrickleSync(raw)
         dst.write(MAGIC)
         pos = len(MAGIC)
+        crc = 0
         if batches_size:
             with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 if len(mm) < batches_size:
                     raise SegmentFormatError("batch file is shorter than its checkpoint")
                 index, base, records = scan_batches(mm, batches_size)
-                crc = 0
                 for off in range(0, batches_size, _COPY_CHUNK):
                     chunk = mm[off : min(off + _COPY_CHUNK, batches_size)]
                     crc = crc32c.crc32c(chunk, crc)
                     dst.write(chunk)
+        elif base_offset is None or last_offset is None:
+            raise SegmentFormatError("a segment without batches needs its offset range")
         else:
-            raise SegmentFormatError("a segment needs at least one batch")
+            index, base, records = scan_batches(b"", 0)
+        base, last = _offset_range(index, base, base_offset, last_offset)
         sections["batches"] = {"offset": pos, "size": batches_size, "crc32c": crc}
         pos += batches_size
         index_bytes = index.to_bytes()
@@ -202,9 +211,9 @@ def write_segment(
             "topic": topic,
             "partition": partition,
             "base_offset": base,
-            "last_offset": index.lasts[-1],
+            "last_offset": last,
             "min_timestamp": min_timestamp,
-            "max_timestamp": max(max_timestamp, max(index.max_timestamps)),
+            "max_timestamp": max(max_timestamp, max(index.max_timestamps, default=max_timestamp)),
             "records": records,
             "docs": docs,
             "batches": len(index.lasts),
@@ -219,6 +228,21 @@ def write_segment(
     os.replace(tmp, out)
     fsync_dir(out.parent)
     return manifest
+
+
+def _offset_range(
+    index: BatchIndex, first_base: int, base_offset: int | None, last_offset: int | None
+) -> tuple[int, int]:
+    """The segment's [base, last]: its batches' unless given, and then covering them."""
+    base = first_base if base_offset is None else base_offset
+    last = index.lasts[-1] if last_offset is None else last_offset
+    if index.lasts and (base > first_base or last < index.lasts[-1]):
+        raise SegmentFormatError(
+            f"offsets {base}-{last} do not cover the batches' {first_base}-{index.lasts[-1]}"
+        )
+    if last < base:
+        raise SegmentFormatError(f"offset range {base}-{last} is inverted")
+    return base, last
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
