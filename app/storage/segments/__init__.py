@@ -10,13 +10,23 @@ from app.storage.segments.format import (
     tantivy_commit,
     write_segment,
 )
-from app.storage.segments.registry import LOCAL, UPLOADED, Checkpoint, Registry, SegmentRow
+from app.storage.segments.registry import (
+    DELETING,
+    LOCAL,
+    UPLOADED,
+    Checkpoint,
+    CleanerState,
+    Registry,
+    SegmentRow,
+)
 
 __all__ = [
+    "DELETING",
     "LOCAL",
     "UPLOADED",
     "BatchIndex",
     "Checkpoint",
+    "CleanerState",
     "Registry",
     "SegmentFormatError",
     "SegmentRow",

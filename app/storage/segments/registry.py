@@ -1,10 +1,11 @@
 """The segment registry (SQLite in the data dir): sealed search segments with their offset and
-time ranges, and each partition's indexer checkpoint. Indexer workers and the service open it
-from different processes; SQLite's WAL mode lets them share it.
+time ranges, each partition's indexer checkpoint and each compacted partition's cleaner
+checkpoint. Indexer workers and the service open it from different processes; SQLite's WAL
+mode lets them share it.
 
 A segment is `local` (sealed, only in the local segment cache), then `uploaded` (in the object
 store: its offsets may leave the WAL), then `deleting` (removed from the log by retention or
-topic deletion; the object is still to be deleted)."""
+topic deletion, or replaced by a merge or a cleaner run; the object is still to be deleted)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     indexed_offset INTEGER NOT NULL,
     open_state TEXT NOT NULL,
     updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+CREATE TABLE IF NOT EXISTS cleaner (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    cleaned_end INTEGER NOT NULL,
+    last_run_ms INTEGER NOT NULL,
+    dirty_ratio REAL NOT NULL,
     PRIMARY KEY (topic, partition)
 );
 """
@@ -114,6 +123,18 @@ class Checkpoint:
     indexed_offset: int
     open_state: dict[str, Any] = field(default_factory=dict)
     updated_ms: int = 0
+
+
+@dataclass
+class CleanerState:
+    """A compacted partition's cleaner checkpoint: offsets below `cleaned_end` were cleaned
+    by the run at `last_run_ms`, which found `dirty_ratio` of its range dirty."""
+
+    topic: str
+    partition: int
+    cleaned_end: int
+    last_run_ms: int
+    dirty_ratio: float
 
 
 def _row(r: tuple[Any, ...]) -> SegmentRow:
@@ -317,6 +338,7 @@ class Registry:
         with self.transaction() as db:
             db.execute("UPDATE segments SET state=? WHERE topic=?", (DELETING, topic))
             db.execute("DELETE FROM checkpoints WHERE topic=?", (topic,))
+            db.execute("DELETE FROM cleaner WHERE topic=?", (topic,))
 
     def drop_partition_checkpoint(self, topic: str, partition: int) -> None:
         self._db.execute(
@@ -340,6 +362,66 @@ class Registry:
             db.execute(f"UPDATE segments SET state=? WHERE id IN ({marks})", (DELETING, *old_ids))
             self._insert(db, new)
         return True
+
+    def replace_many(
+        self, old_ids: list[int], new_rows: list[SegmentRow], checkpoint: CleanerState
+    ) -> bool:
+        """A cleaner run's swap: every old row leaves the log (`deleting`), the new rows come
+        in, and the partition's cleaner checkpoint is saved, in one transaction. False (and
+        nothing changed) if any old row left the live states meanwhile (a merge or retention
+        got there first), or if the partition has no live row at all (its topic was dropped:
+        the checkpoint must not come back)."""
+        with self.transaction() as db:
+            if old_ids:
+                marks = ",".join("?" * len(old_ids))
+                live = db.execute(
+                    f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
+                    (*old_ids, LOCAL, UPLOADED),
+                ).fetchone()[0]
+                if live != len(set(old_ids)):
+                    return False
+                db.execute(
+                    f"UPDATE segments SET state=? WHERE id IN ({marks})", (DELETING, *old_ids)
+                )
+            else:
+                where, args = self._filter(
+                    checkpoint.topic, checkpoint.partition, (LOCAL, UPLOADED)
+                )
+                if (
+                    db.execute(f"SELECT 1 FROM segments WHERE {where} LIMIT 1", args).fetchone()
+                    is None
+                ):
+                    return False
+            for row in new_rows:
+                self._insert(db, row)
+            db.execute(
+                "INSERT OR REPLACE INTO cleaner VALUES (?, ?, ?, ?, ?)",
+                (
+                    checkpoint.topic,
+                    checkpoint.partition,
+                    checkpoint.cleaned_end,
+                    checkpoint.last_run_ms,
+                    checkpoint.dirty_ratio,
+                ),
+            )
+        return True
+
+    def cleaner_state(self, topic: str, partition: int) -> CleanerState | None:
+        r = self._db.execute(
+            "SELECT cleaned_end, last_run_ms, dirty_ratio FROM cleaner "
+            "WHERE topic=? AND partition=?",
+            (topic, partition),
+        ).fetchone()
+        return None if r is None else CleanerState(topic, partition, r[0], r[1], r[2])
+
+    def cleaner_states(self) -> list[CleanerState]:
+        rows = self._db.execute(
+            "SELECT topic, partition, cleaned_end, last_run_ms, dirty_ratio FROM cleaner"
+        ).fetchall()
+        return [CleanerState(*r) for r in rows]
+
+    def drop_cleaner_state(self, topic: str, partition: int) -> None:
+        self._db.execute("DELETE FROM cleaner WHERE topic=? AND partition=?", (topic, partition))
 
     def totals(self) -> dict[str, tuple[int, int]]:
         """Per topic: (live segment count, bytes)."""
