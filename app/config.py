@@ -154,6 +154,29 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class CleanerConfig:
+    """The log cleaner of compacted topics (cleanup.policy=compact)."""
+
+    enabled: bool = _opt(
+        True, "compact topics whose cleanup.policy has compact", flag="cleaner_enabled"
+    )
+    interval_ms: int = _opt(
+        15_000, "how often partitions are checked for cleaning", flag="cleaner_interval_ms"
+    )
+    dedupe_buffer_bytes: int = _opt(
+        128 * MiB,
+        "memory of one run's key -> offset map (128 bytes per key)",
+        flag="cleaner_dedupe_buffer_bytes",
+    )
+
+    def __post_init__(self) -> None:
+        if self.interval_ms < 1 or self.dedupe_buffer_bytes < 128:
+            raise ValueError(
+                "cleaner_interval_ms must be positive, cleaner_dedupe_buffer_bytes >= 128"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The process-wide settings and one section per subsystem."""
 
@@ -168,6 +191,7 @@ class Settings:
     index: IndexConfig = field(default_factory=IndexConfig)
     tiering: TieringConfig = field(default_factory=TieringConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    cleaner: CleanerConfig = field(default_factory=CleanerConfig)
 
 
 @dataclass(frozen=True)
