@@ -48,8 +48,12 @@ SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 BROKER_NAME = {
     "cleanup.policy": "log.cleanup.policy",
     "compression.type": "compression.type",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
     "max.message.bytes": "message.max.bytes",
     "message.timestamp.type": "log.message.timestamp.type",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
     "min.insync.replicas": "min.insync.replicas",
     "retention.bytes": "log.retention.bytes",
     "retention.ms": "log.retention.ms",
@@ -58,10 +62,14 @@ BROKER_NAME = {
 }
 
 DOCS = {
-    "cleanup.policy": "delete: old segments are deleted by retention. compact: records "
-    "without a key are refused; this broker does not compact yet, so a log without delete "
-    "keeps everything.",
+    "cleanup.policy": "delete: old segments are deleted by retention. compact: the log "
+    "cleaner keeps the latest record per key in sealed search segments (records without a "
+    "key are refused); both may be set.",
     "compression.type": "Stored batches are kept as the producer compressed them.",
+    "delete.retention.ms": "How long the cleaner keeps a tombstone (null value) after its "
+    "timestamp, so consumers see the delete.",
+    "max.compaction.lag.ms": "A partition holding dirty data older than this is cleaned "
+    "whatever its dirty ratio.",
     "max.message.bytes": "Largest record batch a producer may send to this topic.",
     "message.timestamp.after.max.ms": "How far a CreateTime may be ahead of the broker's "
     "clock; a record further ahead fails its batch with INVALID_TIMESTAMP.",
@@ -71,11 +79,16 @@ DOCS = {
     "message.timestamp.before/after.max.ms are not set.",
     "message.timestamp.type": "CreateTime keeps the producer's timestamps; LogAppendTime "
     "stamps batches with the broker's time.",
+    "min.cleanable.dirty.ratio": "A partition is cleaned once this share of its cleanable "
+    "bytes is dirty (not yet cleaned).",
+    "min.compaction.lag.ms": "Records younger than this are not cleaned.",
     "min.insync.replicas": "Single-node broker: every write is in sync on one replica.",
     "retention.bytes": "Oldest segments are deleted while a partition is larger (-1: no limit).",
     "retention.ms": "Segments whose newest record is older are deleted (-1: no limit).",
     "segment.bytes": "Size at which a partition's active log segment is rolled.",
-    "segment.ms": "Age at which a partition's active log segment is rolled.",
+    "segment.ms": "Age at which a partition's active log segment is rolled; on compacted "
+    "topics also the age at which the open search segment is sealed (and so cleanable), if "
+    "less than the indexer's.",
 }
 INERT_DOC = "Accepted and stored for compatibility; this broker does not act on it."
 DEPRECATED_DOC = "Deprecated in Kafka 3.x, which ignores it; accepted, stored and ignored."

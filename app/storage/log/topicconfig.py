@@ -16,8 +16,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 1048588
 KAFKA_DEFAULTS: dict[str, str] = {
     "cleanup.policy": "delete",
     "compression.type": "producer",
+    "delete.retention.ms": "86400000",
+    "max.compaction.lag.ms": str(LONG_MAX),
     "max.message.bytes": str(DEFAULT_MAX_MESSAGE_BYTES),
     "message.timestamp.type": "CreateTime",
+    "min.cleanable.dirty.ratio": "0.5",
+    "min.compaction.lag.ms": "0",
     "min.insync.replicas": "1",
     "retention.bytes": "-1",
     "retention.ms": "604800000",
@@ -35,11 +39,15 @@ _RULES: dict[str, _Rule] = {
         ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"),
         None,
     ),
+    "delete.retention.ms": ("int", 0, LONG_MAX),
+    "max.compaction.lag.ms": ("int", 1, LONG_MAX),
     "max.message.bytes": ("int", 0, INT_MAX),
     "message.timestamp.after.max.ms": ("int", 0, LONG_MAX),
     "message.timestamp.before.max.ms": ("int", 0, LONG_MAX),
     "message.timestamp.difference.max.ms": ("int", 0, LONG_MAX),
     "message.timestamp.type": ("enum", ("CreateTime", "LogAppendTime"), None),
+    "min.cleanable.dirty.ratio": ("float", 0.0, 1.0),
+    "min.compaction.lag.ms": ("int", 0, LONG_MAX),
     "min.insync.replicas": ("int", 1, INT_MAX),
     "retention.bytes": ("int", -1, LONG_MAX),
     "retention.ms": ("int", -1, LONG_MAX),
@@ -51,17 +59,13 @@ _RULES: dict[str, _Rule] = {
 # DescribeConfigs shows them) but have no effect here: a broker that rejected them would
 # break topic creation for those clients.
 _INERT_RULES: dict[str, _Rule] = {
-    "delete.retention.ms": ("int", 0, LONG_MAX),
     "file.delete.delay.ms": ("int", 0, LONG_MAX),
     "flush.messages": ("int", 1, LONG_MAX),
     "flush.ms": ("int", 0, LONG_MAX),
     "index.interval.bytes": ("int", 0, INT_MAX),
     "local.retention.bytes": ("int", -2, LONG_MAX),
     "local.retention.ms": ("int", -2, LONG_MAX),
-    "max.compaction.lag.ms": ("int", 1, LONG_MAX),
     "message.downconversion.enable": ("enum", ("true", "false"), None),
-    "min.cleanable.dirty.ratio": ("float", 0.0, 1.0),
-    "min.compaction.lag.ms": ("int", 0, LONG_MAX),
     "preallocate": ("enum", ("true", "false"), None),
     "remote.storage.enable": ("enum", ("true", "false"), None),
     "segment.index.bytes": ("int", 4, INT_MAX),
@@ -177,6 +181,11 @@ class LogConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     delete_enabled: bool = True
     compact: bool = False
+    # The log cleaner's (clean/cleaner.py).
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = LONG_MAX
+    delete_retention_ms: int = int(KAFKA_DEFAULTS["delete.retention.ms"])
     # How far a CreateTime may lie behind / ahead of the broker's clock (LONG_MAX: no limit).
     timestamp_before_max_ms: int = LONG_MAX
     timestamp_after_max_ms: int = LONG_MAX
@@ -193,6 +202,10 @@ class LogConfig:
             max_message_bytes=int(merged["max.message.bytes"]),
             delete_enabled="delete" in merged["cleanup.policy"].split(","),
             compact="compact" in merged["cleanup.policy"].split(","),
+            min_cleanable_dirty_ratio=float(merged["min.cleanable.dirty.ratio"]),
+            min_compaction_lag_ms=int(merged["min.compaction.lag.ms"]),
+            max_compaction_lag_ms=int(merged["max.compaction.lag.ms"]),
+            delete_retention_ms=int(merged["delete.retention.ms"]),
             timestamp_before_max_ms=_timestamp_bound(merged, "before"),
             timestamp_after_max_ms=_timestamp_bound(merged, "after"),
         )
