@@ -11,7 +11,57 @@ from dataclasses import dataclass, field
 import crc32c
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
-CODECS = {"none": 0, "gzip": 1}
+CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+_XERIAL = b"\x82SNAPPY\x00"
+
+
+def _compress(codec: int, payload: bytes) -> bytes:
+    # Snappy via python-snappy (the app uses cramjam), framed as snappy-java does.
+    if codec == 1:
+        return gzip.compress(payload)
+    if codec == 2:
+        import snappy
+
+        out = bytearray(_XERIAL + struct.pack(">ii", 1, 1))
+        for pos in range(0, len(payload), 32 * 1024):
+            block = snappy.compress(payload[pos : pos + 32 * 1024])
+            out += struct.pack(">i", len(block)) + block
+        return bytes(out)
+    if codec == 3:
+        import lz4.frame
+
+        return bytes(lz4.frame.compress(payload, block_linked=False, store_size=False))
+    if codec == 4:
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(payload)
+    return payload
+
+
+def _decompress(codec: int, payload: bytes) -> bytes:
+    if codec == 1:
+        return gzip.decompress(payload)
+    if codec == 2:
+        import snappy
+
+        if payload[:8] != _XERIAL:
+            return bytes(snappy.decompress(payload))
+        out = bytearray()
+        pos = 16
+        while pos < len(payload):
+            (n,) = struct.unpack_from(">i", payload, pos)
+            out += snappy.decompress(payload[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        return bytes(out)
+    if codec == 3:
+        import lz4.frame
+
+        return bytes(lz4.frame.decompress(payload))
+    if codec == 4:
+        import zstandard
+
+        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(payload))
+    return payload
 
 
 def _varint(value: int) -> bytes:
@@ -83,8 +133,7 @@ def make_batch(
         for i, (r, ts) in enumerate(zip(recs, stamps, strict=True))
     )
     codec = CODECS[compression]
-    if codec == 1:
-        payload = gzip.compress(payload)
+    payload = _compress(codec, payload)
     attributes = codec | (8 if log_append_time else 0)
     attributes |= (16 if transactional else 0) | (32 if control else 0)
     size = _HEADER.size + len(payload)
@@ -143,7 +192,7 @@ def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
 
 
 def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
-    """Decode back-to-back batches (uncompressed or gzip), checking each CRC."""
+    """Decode back-to-back batches (any codec), checking each CRC."""
     buf = bytes(data)
     out = []
     pos = 0
@@ -165,9 +214,7 @@ def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
         ) = _HEADER.unpack_from(buf, pos)
         end = pos + length + 12
         crc_ok = crc32c.crc32c(buf[pos + 21 : end]) == crc
-        payload = buf[pos + _HEADER.size : end]
-        if attributes & 7 == 1:
-            payload = gzip.decompress(payload)
+        payload = _decompress(attributes & 7, buf[pos + _HEADER.size : end])
         records = []
         rp = 0
         for _ in range(count):

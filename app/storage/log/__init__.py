@@ -1,7 +1,8 @@
 """What makes a partition log durable and fetchable from local disk: RecordBatch and
-record decoding, codecs, the memory tail over WAL segments, fsync group commit, producer
-state, transaction markers and the aborted-transaction index, the partition log, topic
-metadata and configs. Runs in the service process; imports no other layer."""
+record decoding, codecs, the cleaner's batch rewriting, the memory tail over WAL segments,
+fsync group commit, producer state, transaction markers and the aborted-transaction index,
+the partition log, topic metadata and configs. Runs in the service process;
+imports no other layer."""
 
 from app.storage.log import metadata, topicconfig
 from app.storage.log.batch import (
@@ -30,6 +31,7 @@ from app.storage.log.records import (
     read_uvarint,
     records_at,
 )
+from app.storage.log.rewrite import empty_batch, filter_batch
 from app.storage.log.timestamps import (
     first_record_at_or_after,
     wal_max_timestamp,
@@ -60,7 +62,9 @@ __all__ = [
     "check_records",
     "control_type",
     "default_topic_configs",
+    "empty_batch",
     "end_offset",
+    "filter_batch",
     "first_record_at_or_after",
     "iter_records",
     "metadata",
