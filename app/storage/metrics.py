@@ -51,6 +51,19 @@ OBJECTSTORE_SECONDS = Histogram(
 )
 FETCH_BYTES = Counter("chronik_fetch_bytes", "Bytes served to Kafka fetches", ["layer"])
 WAL_BYTES = Gauge("chronik_wal_bytes", "Bytes in local WAL segments", ["topic", "partition"])
+CLEANER_RUNS = Counter(
+    "chronik_cleaner_runs", "Log cleaner runs that rewrote part of a compacted partition"
+)
+CLEANER_BYTES = Counter(
+    "chronik_cleaner_bytes",
+    "Segment bytes the log cleaner read and wrote",
+    ["direction"],
+)
+CLEANER_DIRTY_RATIO = Gauge(
+    "chronik_cleaner_dirty_ratio",
+    "Share of a compacted partition's cleanable bytes not cleaned yet",
+    ["topic", "partition"],
+)
 
 SEARCH_SECONDS = Histogram(
     "chronik_search_seconds",

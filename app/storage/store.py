@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.storage import metrics
+from app.storage.clean import Cleaner
 from app.storage.errors import UnknownTopic
 from app.storage.index import Indexer, WorkerConfig, partition_dir_name
 from app.storage.log import (
@@ -71,6 +72,7 @@ class Storage:
                 on_sealed=self.tiering.kick,
             )
         self._tier_task: asyncio.Task[None] | None = None
+        self.cleaner = Cleaner(self.registry, self.tiering, self.partition_logs, settings.cleaner)
         if self.indexer is not None:
             metrics.SEARCH_FRESHNESS.set_function(self.indexer.max_lag_seconds)
 
@@ -91,9 +93,19 @@ class Storage:
     def partition_logs(self) -> dict[tuple[str, int], PartitionLog]:
         return dict(self._logs)
 
-    def partition_states(self) -> dict[tuple[str, int], tuple[int, int]]:
-        """(high watermark, log start) of every partition, for the indexer."""
-        return {k: (p.high_watermark, p.log_start_offset) for k, p in self._logs.items()}
+    def partition_states(self) -> dict[tuple[str, int], tuple[int, int, int]]:
+        """(high watermark, log start, seal age) of every partition, for the indexer. The
+        cleaner works on sealed search segments only, so a compacted topic's open segment
+        is sealed by its segment.ms when that comes before the indexer's own age limit."""
+        age = self.settings.index.segment_max_age_ms
+        return {
+            k: (
+                p.high_watermark,
+                p.log_start_offset,
+                min(age, p.config.segment_ms) if p.config.compact else age,
+            )
+            for k, p in self._logs.items()
+        }
 
     async def start(self) -> None:
         """Recover every partition log (in worker threads: scanning active segments can take
@@ -121,17 +133,20 @@ class Storage:
             time.monotonic() - started,
         )
         await asyncio.to_thread(self._remove_orphans)
+        for st in self.registry.cleaner_states():
+            self._logs[(st.topic, st.partition)].compacted_end = st.cleaned_end
         if self.settings.log.retention_check_ms > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
         await self.tiering.start()
         self._tier_task = asyncio.create_task(self._wal_tier_loop(), name="wal-tiering")
         if self.indexer is not None:
             await self.indexer.start()
+        await self.cleaner.start()
 
     def _remove_orphans(self) -> None:
-        """Segment files a crash left unregistered (a seal or merge not yet published), and
-        index directories of partitions that no longer exist (a topic deleted while its
-        worker was down)."""
+        """Segment files a crash left unregistered (a seal, merge or cleaner run not yet
+        published), and index directories and checkpoints of partitions that no longer
+        exist (a topic deleted while its worker was down)."""
         known = {r.object_key for r in self.registry.segments(states=("local", "uploaded"))}
         if self.segments_dir.exists():
             for path in self.segments_dir.rglob("*"):
@@ -145,8 +160,9 @@ class Storage:
             for d in search.glob("*/*/*"):
                 if d.relative_to(search).as_posix() not in known:
                     shutil.rmtree(d, ignore_errors=True)
-        # Half-done merges; workers are not running yet.
+        # Half-done merges (workers are not running yet) and cleaner runs.
         shutil.rmtree(self.settings.data_dir / "merge", ignore_errors=True)
+        shutil.rmtree(self.settings.data_dir / "clean", ignore_errors=True)
         live = {partition_dir_name(t, p) for t, p in self._logs}
         if self.index_dir.exists():
             for d in self.index_dir.iterdir():
@@ -155,6 +171,9 @@ class Storage:
         for cp in self.registry.checkpoints():
             if (cp.topic, cp.partition) not in self._logs:
                 self.registry.drop_partition_checkpoint(cp.topic, cp.partition)
+        for st in self.registry.cleaner_states():
+            if (st.topic, st.partition) not in self._logs:
+                self.registry.drop_cleaner_state(st.topic, st.partition)
 
     async def _wal_tier_loop(self) -> None:
         while True:
@@ -185,6 +204,7 @@ class Storage:
 
     async def close(self) -> None:
         """Stop the workers and tasks and close (fsync) every log."""
+        await self.cleaner.stop()
         if self.indexer is not None:
             await self.indexer.stop()
         if self._tier_task is not None:
@@ -274,13 +294,21 @@ class Storage:
     ) -> list[bytes | memoryview]:
         """A fetch from whichever layer holds `offset`: memory tail, WAL, then the search
         segments (local cache, else an object-store range read). No batch at or above
-        `upper` (read_committed passes the last stable offset)."""
-        local = plog.read(offset, max_bytes, upper)
-        if local is not None:
-            return local
+        `upper` (read_committed passes the last stable offset). Offsets the cleaner rewrote
+        come from the search segments first: the memory tail and WAL still hold them
+        uncompacted. Where the segments from `offset` on hold no batch (cleaned away), the
+        read goes on in the WAL."""
+        if offset >= plog.compacted_end:
+            local = plog.read(offset, max_bytes, upper)
+            if local is not None:
+                return local
+        else:
+            plog.check_offset(offset)
         stop = plog.high_watermark if upper is None else min(upper, plog.high_watermark)
-        found = await self.tiering.read(plog.topic, plog.partition, offset, max_bytes, stop)
-        return list(found)
+        found, resume = await self.tiering.read(plog.topic, plog.partition, offset, max_bytes, stop)
+        if found or resume >= stop or resume < plog.compacted_end:
+            return list(found)
+        return plog.read(resume, max_bytes, upper) or []
 
     async def write_marker(
         self,
@@ -303,23 +331,29 @@ class Storage:
         """(offset, timestamp) of the first record stamped at or after `ts`; records without a
         timestamp are never found (as in Kafka), also for a negative `ts`."""
         ts = max(ts, 0)
-        if plog.log_start_offset < plog.wal_start_offset:
+        end = self._segments_end(plog)
+        if plog.log_start_offset < end:
             found = await self.tiering.offset_for_timestamp(
-                plog.topic, plog.partition, ts, plog.log_start_offset, plog.wal_start_offset
+                plog.topic, plog.partition, ts, plog.log_start_offset, end
             )
             if found is not None:
                 return found
-        return wal_offset_for_timestamp(plog, ts)
+        return wal_offset_for_timestamp(plog, ts, plog.compacted_end)
 
     async def max_timestamp(self, plog: PartitionLog) -> tuple[int, int]:
-        best = wal_max_timestamp(plog)
-        if plog.log_start_offset < plog.wal_start_offset:
-            tiered = await self.tiering.max_timestamp(
-                plog.topic, plog.partition, plog.wal_start_offset
-            )
+        best = wal_max_timestamp(plog, plog.compacted_end)
+        end = self._segments_end(plog)
+        if plog.log_start_offset < end:
+            tiered = await self.tiering.max_timestamp(plog.topic, plog.partition, end)
             if tiered[0] > best[0]:
                 best = tiered
         return best
+
+    @staticmethod
+    def _segments_end(plog: PartitionLog) -> int:
+        """Offsets below it are looked up in the search segments: those the WAL no longer
+        holds, and those the cleaner rewrote."""
+        return max(plog.wal_start_offset, plog.compacted_end)
 
     def create_topic(
         self,

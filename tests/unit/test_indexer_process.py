@@ -17,7 +17,7 @@ def test_dropping_a_partition_removes_a_checkpoint_made_after_the_delete(tmp_pat
     that follows must remove it, or the re-created topic starts from it."""
     cfg = WorkerConfig(tmp_path)
     registry = Registry(tmp_path / "registry.sqlite")
-    pi = _open_partition(cfg, registry, ("t", 0), 0, 0, {})
+    pi = _open_partition(cfg, registry, ("t", 0), (0, 0, 600_000), {})
     assert pi is not None and registry.checkpoint("t", 0) is not None
     _drop(cfg, registry, ("t", 0), pi)
     assert registry.checkpoint("t", 0) is None
@@ -37,8 +37,8 @@ def test_opening_a_partition_deleted_meanwhile_is_quiet_and_not_retried(
         registry.drop_topic(cp.topic)
 
     monkeypatch.setattr(registry, "create_checkpoint", deleted_right_after)
-    broken: dict[tuple[str, int], tuple[float, int, int]] = {}
-    assert _open_partition(cfg, registry, ("t", 0), 5, 0, broken) is None
+    broken: dict[tuple[str, int], tuple[float, tuple[int, int, int]]] = {}
+    assert _open_partition(cfg, registry, ("t", 0), (5, 0, 600_000), broken) is None
     assert broken == {}
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     registry.close()

@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "index": {"log", "segments"},
     "tier": {"log", "segments"},
     "search": {"log", "segments", "tier", "index"},
+    "clean": {"log", "segments", "tier", "index"},
 }
 SHARED = {"app.storage.errors", "app.storage.metrics", "app.storage.fileutil"}
 OUTSIDE_STORAGE = ("app.broker", "app.api", "app.service", "app.__main__")
@@ -145,6 +146,10 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "storage/log/wal.py": "",
             },
             "app.storage.index.w imports app.storage.log.wal, not the face app.storage.log",
+        ),
+        (
+            {"storage/clean/c.py": "from app.storage.search import SearchEngine\n"},
+            "app.storage.clean.c (clean) must not import app.storage.search (search)",
         ),
         (
             {"storage/tier/t.py": "from ...broker import server\n", "broker/server.py": ""},

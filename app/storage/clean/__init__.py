@@ -4,6 +4,16 @@ re-indexing and packaging) and, in the service, the task that plans runs and swa
 cleaned segments into the registry. Imports log, segments, tier and index (the document
 builder)."""
 
+from app.storage.clean.cleaner import Cleaner, CleanPlan, plan_clean
 from app.storage.clean.job import CleanedSegment, CleanJob, CleanResult, SourceSegment, run_clean
 
-__all__ = ["CleanJob", "CleanResult", "CleanedSegment", "SourceSegment", "run_clean"]
+__all__ = [
+    "CleanJob",
+    "CleanPlan",
+    "CleanResult",
+    "CleanedSegment",
+    "Cleaner",
+    "SourceSegment",
+    "plan_clean",
+    "run_clean",
+]

@@ -85,6 +85,8 @@ class PartitionIndexer:
         self.schema = build_schema()
         self.hw = 0
         self.log_start = 0
+        # Compacted topics seal at their segment.ms when it is shorter (the service says).
+        self.seal_age_ms = cfg.index.segment_max_age_ms
         self.records_indexed = 0
         self.errors = 0
         self.commit_seconds: list[float] = []
@@ -106,6 +108,13 @@ class PartitionIndexer:
         # Every record below this is in a Tantivy commit (searchable); cp.indexed_offset runs
         # ahead of it between commits.
         self.searchable = self.cp.indexed_offset
+
+    def set_state(self, hw: int, log_start: int, seal_age_ms: int) -> None:
+        """What the service last sent for this partition."""
+        self.hw, self.log_start, self.seal_age_ms = hw, log_start, seal_age_ms
+
+    def get_state(self) -> tuple[int, int, int]:
+        return self.hw, self.log_start, self.seal_age_ms
 
     # -- open segment lifecycle --------------------------------------------------------
 
@@ -381,7 +390,7 @@ class PartitionIndexer:
         if not state.get("batches_len"):
             return False
         age_ms = time.time() * 1000 - state.get("created_ms", 0)
-        return self._full() or age_ms >= self.cfg.index.segment_max_age_ms
+        return self._full() or age_ms >= self.seal_age_ms
 
     def seal(self, wait: bool = False) -> None:
         """Freeze the open segment and start a new one at once; a thread packages the

@@ -29,7 +29,8 @@ TICK_S = 0.05
 # Samples of (high watermark, time it was first seen) kept per partition for lag in seconds.
 _MAX_SAMPLES = 4096
 
-PartitionState = Callable[[], dict[tuple[str, int], tuple[int, int]]]
+# (high watermark, log start, age at which the open search segment is sealed) by partition.
+PartitionState = Callable[[], dict[tuple[str, int], tuple[int, int, int]]]
 
 
 @dataclass
@@ -53,7 +54,7 @@ class _Worker:
     index: int
     process: BaseProcess | None = None
     pipe: WorkerPipe | None = None
-    sent: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    sent: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
     # A state message the worker has not answered yet: at most one is in flight, so a
@@ -146,7 +147,7 @@ class Indexer:
     def _tick(self) -> None:
         now = time.monotonic()
         states = self.partitions()
-        by_worker: list[dict[tuple[str, int], tuple[int, int]]] = [{} for _ in self._workers]
+        by_worker: list[dict[tuple[str, int], tuple[int, int, int]]] = [{} for _ in self._workers]
         for key, st in states.items():
             by_worker[self.worker_for(*key)][key] = st
             p = self.progress.setdefault(key, PartitionProgress())

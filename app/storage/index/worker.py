@@ -74,22 +74,21 @@ def _open_partition(
     cfg: WorkerConfig,
     registry: Registry,
     key: tuple[str, int],
-    hw: int,
-    log_start: int,
-    broken: dict[tuple[str, int], tuple[float, int, int]],
+    state: tuple[int, int, int],
+    broken: dict[tuple[str, int], tuple[float, tuple[int, int, int]]],
 ) -> PartitionIndexer | None:
     """A partition's indexer, or None (retried after a pause) if it cannot be opened: one
     partition's failure must not take the worker and its other partitions down. None, and
     no retry, if its topic was deleted meanwhile: the drop is on its way."""
     try:
-        pi = PartitionIndexer(cfg, registry, key[0], key[1], log_start)
+        pi = PartitionIndexer(cfg, registry, key[0], key[1], state[1])
     except PartitionGone:
         return None
     except Exception:
         log.exception("%s-%d: cannot open for indexing; retrying in %gs", *key, OPEN_RETRY_S)
-        broken[key] = (time.monotonic() + OPEN_RETRY_S, hw, log_start)
+        broken[key] = (time.monotonic() + OPEN_RETRY_S, state)
         return None
-    pi.hw, pi.log_start = hw, log_start
+    pi.set_state(*state)
     return pi
 
 
@@ -119,7 +118,8 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(
     conn: Connection, cfg: WorkerConfig, log_level: str, parent_pid: int | None = None
 ) -> None:
-    """The worker's loop. Messages in: ("state", {(topic, partition): (hw, log_start)}),
+    """The worker's loop. Messages in: ("state", {(topic, partition): (hw, log_start,
+    seal_age_ms)}),
     ("drop", [(topic, partition)]), ("stop",). Out: ("progress", {...}) a few times a
     second. The worker exits when the service's end of the pipe closes."""
     if parent_pid is not None:
@@ -133,8 +133,8 @@ def worker_main(
     parts: dict[tuple[str, int], PartitionIndexer] = {}
     last_report = last_merge = 0.0
     busy = False
-    # Partitions that failed to open: (retry time, hw, log start).
-    broken: dict[tuple[str, int], tuple[float, int, int]] = {}
+    # Partitions that failed to open: (retry time, their state).
+    broken: dict[tuple[str, int], tuple[float, tuple[int, int, int]]] = {}
     try:
         while True:
             timeout = 0.0 if busy else 0.02
@@ -150,21 +150,21 @@ def worker_main(
                         _drop(cfg, registry, key, parts.pop(key, None))
                         broken.pop(key, None)
                 elif msg[0] == "state":
-                    for key, (hw, log_start) in msg[1].items():
+                    for key, state in msg[1].items():
                         pi = parts.get(key)
                         if pi is None:
                             broken.pop(key, None)
-                            pi = _open_partition(cfg, registry, key, hw, log_start, broken)
+                            pi = _open_partition(cfg, registry, key, state, broken)
                             if pi is None:
                                 continue
                             parts[key] = pi
-                        pi.hw, pi.log_start = hw, log_start
+                        pi.set_state(*state)
             now = time.monotonic()
             busy = False
-            for key, (retry_at, hw, log_start) in list(broken.items()):
+            for key, (retry_at, state) in list(broken.items()):
                 if now >= retry_at:
                     del broken[key]
-                    pi = _open_partition(cfg, registry, key, hw, log_start, broken)
+                    pi = _open_partition(cfg, registry, key, state, broken)
                     if pi is not None:
                         parts[key] = pi
             for key, p in list(parts.items()):
@@ -178,7 +178,7 @@ def worker_main(
                     p.errors += 1
                     p.abandon()
                     del parts[key]
-                    fresh = _open_partition(cfg, registry, key, p.hw, p.log_start, broken)
+                    fresh = _open_partition(cfg, registry, key, p.get_state(), broken)
                     if fresh is not None:
                         fresh.errors, fresh.records_indexed = p.errors, p.records_indexed
                         parts[key] = fresh

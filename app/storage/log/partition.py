@@ -93,6 +93,9 @@ class PartitionLog:
         self._pending_sealed: list[WalSegment] = []
         self._pending_jobs: list[Callable[[], None]] = []
         self._waiters = Waiters()
+        # Offsets below it were rewritten by the log cleaner: fetched from search segments,
+        # never from the memory tail or WAL, which still hold the uncompacted bytes.
+        self.compacted_end = 0
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.topic}-{self.partition})"
@@ -339,7 +342,7 @@ class PartitionLog:
             return
         await self._waiters.wait_data(timeout)
 
-    def _check_offset(self, offset: int) -> None:
+    def check_offset(self, offset: int) -> None:
         if offset < self.log_start_offset or offset > self.high_watermark:
             raise OffsetOutOfRange(offset, self.log_start_offset, self.high_watermark)
 
@@ -351,7 +354,7 @@ class PartitionLog:
         first batch is always returned whole (KIP-74). None when `offset` is older than the
         local WAL: search segments hold it."""
         self._check_open()
-        self._check_offset(offset)
+        self.check_offset(offset)
         hw = self.high_watermark if upper is None else min(upper, self.high_watermark)
         if offset >= hw:
             return []

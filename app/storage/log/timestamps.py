@@ -31,11 +31,14 @@ def first_record_at_or_after(
     return None
 
 
-def wal_offset_for_timestamp(plog: PartitionLog, ts: int) -> tuple[int, int] | None:
-    """(offset, timestamp) of the first record in the local WAL stamped at or after `ts`.
-    Records without a timestamp (-1) are never found, whatever `ts` is (as in Kafka)."""
+def wal_offset_for_timestamp(
+    plog: PartitionLog, ts: int, min_offset: int = 0
+) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record in the local WAL at or after `min_offset`
+    (and the log start) stamped at or after `ts`. Records without a timestamp (-1) are never
+    found, whatever `ts` is (as in Kafka)."""
     ts = max(ts, 0)
-    hw, start = plog.high_watermark, plog.log_start_offset
+    hw, start = plog.high_watermark, max(plog.log_start_offset, min_offset)
     for seg in plog.wal.segments:
         if seg.max_timestamp < ts or seg.next_offset <= start:
             continue
@@ -43,12 +46,11 @@ def wal_offset_for_timestamp(plog: PartitionLog, ts: int) -> tuple[int, int] | N
             return None
         h = seg.find_timestamp(ts, start, hw)
         if h is not None:
-            return _exact(plog, h, ts)
+            return _exact(plog, h, ts, start)
     return None
 
 
-def _exact(plog: PartitionLog, h: BatchHeader, ts: int) -> tuple[int, int]:
-    start = plog.log_start_offset
+def _exact(plog: PartitionLog, h: BatchHeader, ts: int, start: int) -> tuple[int, int]:
     fallback = (max(h.base_offset, start), h.max_timestamp)
     chunks = plog.read(max(h.base_offset, start), 1)
     if not chunks:
@@ -56,11 +58,11 @@ def _exact(plog: PartitionLog, h: BatchHeader, ts: int) -> tuple[int, int]:
     return first_record_at_or_after(chunks[0][: h.size], ts, start) or fallback
 
 
-def wal_max_timestamp(plog: PartitionLog) -> tuple[int, int]:
-    """(timestamp, offset) of the largest timestamp in the WAL; the offset is the last offset
-    of the batch holding it. (-1, -1) when the WAL is empty."""
+def wal_max_timestamp(plog: PartitionLog, min_offset: int = 0) -> tuple[int, int]:
+    """(timestamp, offset) of the largest timestamp in the WAL at or after `min_offset`; the
+    offset is the last offset of the batch holding it. (-1, -1) when there is none."""
     best = (-1, -1)
     for seg in plog.wal.segments:
-        if seg.max_timestamp_offset >= 0 and seg.max_timestamp > best[0]:
+        if seg.max_timestamp_offset >= min_offset and seg.max_timestamp > best[0]:
             best = (seg.max_timestamp, seg.max_timestamp_offset)
     return best

@@ -11,13 +11,14 @@ import logging
 import os
 import shutil
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from pathlib import Path
 
 from app.config import TieringConfig
 from app.storage import metrics
 from app.storage.fileutil import remove_large
-from app.storage.log import first_record_at_or_after
+from app.storage.log import HEADER_SIZE, first_record_at_or_after, parse_header
 from app.storage.segments import LOCAL, UPLOADED, BatchIndex, Registry, SegmentRow
 from app.storage.tier.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
 
@@ -43,6 +44,8 @@ class Tiering:
         self.search_dir = search_dir
         self._indexes: OrderedDict[str, BatchIndex] = OrderedDict()
         self._used: dict[str, float] = {}
+        # Segments a cleaner run reads: eviction shrinks files before unlinking them.
+        self._pinned: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -55,6 +58,22 @@ class Tiering:
 
     def kick(self) -> None:
         self._kick.set()
+
+    async def pin_local(self, rows: list[SegmentRow]) -> list[Path]:
+        """The rows' files in the local cache, downloaded if they are only in the object
+        store, kept from eviction until `unpin`."""
+        paths = []
+        self._pinned.update(r.object_key for r in rows)
+        for row in rows:
+            path = self.local_path(row)
+            if not path.exists():
+                await self.store.get_file(row.object_key, path)
+            self._used[row.object_key] = time.time()
+            paths.append(path)
+        return paths
+
+    def unpin(self, rows: list[SegmentRow]) -> None:
+        self._pinned.difference_update(r.object_key for r in rows)
 
     async def start(self) -> None:
         await self.store.start()
@@ -127,6 +146,7 @@ class Tiering:
         rows = self.registry.segments(states=(UPLOADED,))
         rows = [r for r in rows if self.local_path(r).exists()]
         total = sum(r.size for r in rows)
+        rows = [r for r in rows if r.object_key not in self._pinned]
         if total <= self.cfg.segment_cache_bytes:
             return
         rows.sort(key=lambda r: self._used.get(r.object_key, r.created_ms / 1000))
@@ -174,7 +194,10 @@ class Tiering:
             return idx
         sections = row.manifest["sections"]
         sec = sections["index"]
-        data, _remote = await self._read_section(row, sec["offset"], sec["size"])
+        data = b""
+        if sec["size"]:
+            # A cleaned segment may hold no batch: nothing to read.
+            data, _remote = await self._read_section(row, sec["offset"], sec["size"])
         idx = BatchIndex.from_bytes(data, sections["batches"]["size"])
         self._indexes[row.object_key] = idx
         if len(self._indexes) > _INDEX_CACHE:
@@ -183,35 +206,50 @@ class Tiering:
 
     async def read(
         self, topic: str, partition: int, offset: int, max_bytes: int, stop_offset: int
-    ) -> list[bytes]:
-        """Whole batches from the segment holding `offset` (at most `max_bytes`, the first
-        batch always whole, none starting at or after `stop_offset`), exactly as they were
-        produced."""
-        for _attempt in range(2):
+    ) -> tuple[list[bytes], int]:
+        """Whole batches from the first segment holding a batch at or after `offset` (at most
+        `max_bytes`, the first batch always whole, none starting at or after `stop_offset`),
+        exactly as they are stored. Segments with no batch at or after `offset` (a cleaned
+        segment may hold gaps, or no batch at all) are skipped. Returns the batches and, when
+        there are none, where to go on reading: past the segments looked at (the WAL holds
+        what follows), or `stop_offset` when the next batch starts there or later."""
+        misses = 0
+        while offset < stop_offset:
             row = self.registry.find(topic, partition, offset)
             if row is None:
-                return []
+                return [], offset
             try:
                 idx = await self.batch_index(row)
+                if bisect_left(idx.lasts, offset) == len(idx.lasts):
+                    offset = row.next_offset
+                    continue
                 span = idx.span(offset, max_bytes, stop_offset=stop_offset, base=row.base_offset)
                 if span is None:
-                    return []
+                    return [], stop_offset
                 base = row.manifest["sections"]["batches"]["offset"]
                 data, remote = await self._read_section(row, base + span[0], span[1] - span[0])
             except ObjectNotFound:
-                # Merged away or deleted by retention between the lookup and the read: look
-                # again (a merge put the offsets in another segment).
+                # Merged, cleaned or deleted by retention between the lookup and the read:
+                # look again (a merge or cleaner run put the offsets in another segment).
+                misses += 1
+                if misses > 2:
+                    return [], stop_offset
                 continue
+            if idx.lasts[bisect_left(idx.positions, span[1]) - 1] >= stop_offset:
+                data = _before(data, stop_offset)
+            if not data:
+                return [], stop_offset
             (metrics.FETCH_OBJECT_STORE if remote else metrics.FETCH_SEGMENT_CACHE).inc(len(data))
-            return [data]
-        return []
+            return [data], offset
+        return [], stop_offset
 
     async def offset_for_timestamp(
-        self, topic: str, partition: int, ts: int, log_start: int, wal_start: int
+        self, topic: str, partition: int, ts: int, log_start: int, end: int
     ) -> tuple[int, int] | None:
-        """The first record at or after `ts` among offsets only held by search segments."""
+        """The first record at or after `ts` in the segments below `end` (the WAL's start,
+        or the end of the cleaned offsets when that is higher)."""
         for row in self.registry.segments(topic, partition):
-            if row.base_offset >= wal_start:
+            if row.base_offset >= end:
                 break
             if row.max_timestamp < ts or row.last_offset < log_start:
                 continue
@@ -227,13 +265,28 @@ class Tiering:
                     return found
         return None
 
-    async def max_timestamp(self, topic: str, partition: int, wal_start: int) -> tuple[int, int]:
+    async def max_timestamp(self, topic: str, partition: int, end: int) -> tuple[int, int]:
+        """(timestamp, last offset of its batch) of the largest timestamp in the segments
+        below `end`."""
         best = (-1, -1)
         for row in self.registry.segments(topic, partition):
-            if row.base_offset >= wal_start or row.max_timestamp <= best[0]:
+            if row.base_offset >= end or row.max_timestamp <= best[0]:
                 continue
             idx = await self.batch_index(row)
             for i, max_ts in enumerate(idx.max_timestamps):
                 if max_ts > best[0]:
                     best = (max_ts, idx.lasts[i])
         return best
+
+
+def _before(data: bytes, stop_offset: int) -> bytes:
+    """The batches of `data` that start below `stop_offset`. The batch index has no base
+    offsets, and in a cleaned segment a batch need not start right after the one before it,
+    so the index alone may take one batch too many."""
+    pos = 0
+    while pos + HEADER_SIZE <= len(data):
+        h = parse_header(data, pos)
+        if h.base_offset >= stop_offset:
+            return data[:pos]
+        pos += h.size
+    return data
