@@ -26,6 +26,17 @@ class PartitionInfo(BaseModel):
     indexed_offset: int | None = Field(
         default=None, description="every record below this is searchable; null without indexing"
     )
+    dirty_ratio: float | None = Field(
+        default=None,
+        description="compacted topics: share of the cleanable bytes (sealed segments below "
+        "the last stable offset and min.compaction.lag.ms) not cleaned yet; null otherwise or "
+        "before the cleaner first looked",
+    )
+    last_compaction: int | None = Field(
+        default=None,
+        description="when the log cleaner last compacted this partition (ms since the epoch); "
+        "null if never",
+    )
     layers: dict[str, LayerStats] = Field(
         default_factory=dict,
         description="memory (tail cache), wal (local log) and segments (sealed search "
@@ -52,6 +63,8 @@ class TopicInfo(BaseModel):
                             "log_end_offset": 3000,
                             "last_stable_offset": 2990,
                             "indexed_offset": 3000,
+                            "dirty_ratio": None,
+                            "last_compaction": None,
                             "layers": {
                                 "memory": {"records": 3000, "bytes": 91474},
                                 "wal": {"records": 3000, "bytes": 91474},
@@ -78,6 +91,7 @@ def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
         n, b = seg.get(plog.partition, (0, 0))
         layers["segments"] = LayerStats(records=n, bytes=b)
         progress = indexer.progress.get((name, plog.partition)) if indexer is not None else None
+        dirty_ratio, last_compaction = storage.cleaner.status(name, plog.partition)
         parts.append(
             PartitionInfo(
                 partition=plog.partition,
@@ -85,6 +99,8 @@ def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
                 log_end_offset=plog.high_watermark,
                 last_stable_offset=plog.last_stable_offset,
                 indexed_offset=progress.indexed if progress is not None else None,
+                dirty_ratio=dirty_ratio if plog.config.compact else None,
+                last_compaction=last_compaction,
                 layers=layers,
             )
         )
