@@ -448,3 +448,24 @@ async def test_a_compacted_topic_seals_by_its_segment_ms(tmp_path: Path) -> None
     storage.set_topic_configs("d", {"cleanup.policy": "compact,delete", "segment.ms": "5000"})
     assert storage.partition_states()[("d", 0)][2] == 5000
     await storage.close()
+
+
+async def test_the_real_job_keeps_the_latest_record_per_key(tmp_path: Path) -> None:
+    """The service side and job.py together: two segments of the same five keys cleaned by
+    the real job leave the second segment's records only, at their offsets."""
+    from tests.unit.batchgen import decode_batches
+
+    storage, plog, _batches, _rows = await _two_segments(tmp_path, 4)
+    assert await storage.cleaner.run_once() == 1
+    assert plog.compacted_end == 20
+    offsets, offset = [], 0
+    while offset < plog.high_watermark:
+        chunks = await storage.read(plog, offset, 1 << 20)
+        assert chunks, offset
+        for batch in decode_batches(_joined(chunks)):
+            assert batch.crc_ok
+            offsets += [r.offset for r in batch.records]
+            offset = batch.base_offset + batch.last_offset_delta + 1
+    # Keys k0..k4 repeat every batch: offsets 15..19 hold the last of each below 20.
+    assert offsets == list(range(15, 20))
+    await storage.close()
