@@ -36,6 +36,7 @@ from typing import Any
 from app.storage.clean.offsetmap import AbortedRanges, OffsetMap, key_digest
 from app.storage.clean.rebuild import CleanedWriter
 from app.storage.clean.source import SourceFile
+from app.storage.errors import CorruptBatch
 from app.storage.index import object_key
 from app.storage.log import (
     COMMIT,
@@ -45,6 +46,7 @@ from app.storage.log import (
     Record,
     RecordError,
     control_type,
+    filter_batch,
     iter_records,
 )
 
@@ -193,7 +195,7 @@ class _Run:
                     new, records = self._filter(src, h, data)
                     if new is not data and out is None:
                         # The first removal: the batches before it are copied as they are.
-                        out = CleanedWriter(work, job.partition)
+                        out = CleanedWriter(work, job.partition, src.max_timestamp)
                         for _h, before in f.section(0, pos):
                             out.add(before)
                     if out is not None and new is not None:
@@ -204,12 +206,7 @@ class _Run:
                     job.topic, job.partition, src.base_offset, src.last_offset
                 )
                 manifest = out.finish(
-                    path,
-                    job.topic,
-                    job.partition,
-                    src.base_offset,
-                    src.last_offset,
-                    src.max_timestamp,
+                    path, job.topic, job.partition, src.base_offset, src.last_offset
                 )
                 self.bytes_written += out.size
                 return CleanedSegment(src.key, path, manifest)
@@ -243,8 +240,6 @@ class _Run:
             dropped += 1
             return False
 
-        from app.storage.log import filter_batch  # being written (issue 15): import when used
-
         try:
             new = filter_batch(data, keep)
         except (RecordError, DecompressError) as exc:
@@ -272,7 +267,12 @@ class _Run:
 
     def _keep_marker(self, h: BatchHeader, data: bytes) -> bool:
         had_kept = self.txn_kept.pop(h.producer_id, False)
-        if control_type(data) != COMMIT:
+        try:
+            kind = control_type(data)
+        except CorruptBatch as exc:
+            log.warning("control batch at offset %d kept: %s", h.base_offset, exc)
+            return True
+        if kind != COMMIT:
             return True  # ABORT (see the module docstring) or a type we do not know
         expired = self.job.now_ms - h.max_timestamp > self.job.delete_retention_ms
         return had_kept or not expired

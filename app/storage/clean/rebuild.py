@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,13 @@ WRITER_THREADS = 1
 class CleanedWriter:
     """One source's cleaned copy under `work` (a directory of its own, removed by `close`)."""
 
-    def __init__(self, work: Path, partition: int) -> None:
+    def __init__(self, work: Path, partition: int, no_timestamp: int) -> None:
+        """`no_timestamp`: the document time of records without one (-1), the source's max
+        timestamp. The indexer gave them the time they were indexed, at or before that (the
+        seal stretched the source's span over it); the clean's own time could be days later
+        and would move them in time-range searches."""
         shutil.rmtree(work, ignore_errors=True)
+        self.no_timestamp = no_timestamp
         self.work = work
         self.index_dir = work / "tantivy"
         self.index_dir.mkdir(parents=True)
@@ -50,12 +54,15 @@ class CleanedWriter:
         h = parse_header(batch)
         self._batches.write(batch)
         self.size += len(batch)
-        lo, hi = h.base_timestamp, h.max_timestamp
+        stamps = [t for t in (h.base_timestamp, h.max_timestamp) if t >= 0] or [self.no_timestamp]
+        lo, hi = min(stamps), max(stamps)
         if not h.is_control:
             pid = h.producer_id if h.is_transactional else None
             writer, builder = self.writer, self.builder
             try:
                 for rec in iter_records(batch) if records is None else records:
+                    if rec.timestamp < 0:
+                        rec = Record(rec.offset, self.no_timestamp, rec.key, rec.value, rec.headers)
                     try:
                         writer.add_json(builder.doc(rec, pid))
                     except ValueError:
@@ -71,11 +78,9 @@ class CleanedWriter:
         self.min_ts = lo if self.min_ts is None else min(self.min_ts, lo)
         self.max_ts = hi if self.max_ts is None else max(self.max_ts, hi)
 
-    def finish(
-        self, out: Path, topic: str, partition: int, base: int, last: int, max_timestamp: int
-    ) -> dict[str, Any]:
+    def finish(self, out: Path, topic: str, partition: int, base: int, last: int) -> dict[str, Any]:
         """Commit the index and package the segment into `out` with offsets [base, last];
-        returns its manifest. `max_timestamp` (the source's) spans a segment left empty."""
+        returns its manifest. A segment left empty spans the source's max timestamp."""
         self._batches.flush()
         self._batches.close()
         self.writer.commit()
@@ -83,12 +88,8 @@ class CleanedWriter:
         # tantivy_commit), as sealing does.
         self.writer = None
         self.errors += self.builder.errors
-        min_ts = max_timestamp if self.min_ts is None else self.min_ts
-        max_ts = max_timestamp if self.max_ts is None else self.max_ts
-        if min_ts < 0:
-            # A record without a timestamp: its document has the time it was indexed, now,
-            # and the span must cover it (as sealing.package does).
-            max_ts = max(max_ts, time.time_ns() // 1_000_000)
+        min_ts = self.no_timestamp if self.min_ts is None else self.min_ts
+        max_ts = self.no_timestamp if self.max_ts is None else self.max_ts
         return write_segment(
             out,
             topic=topic,
