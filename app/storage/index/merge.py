@@ -114,6 +114,10 @@ def merge_segments(
             min_timestamp=min(r.min_timestamp for r in rows),
             max_timestamp=max(r.max_timestamp for r in rows),
             docs=docs,
+            # The run's range, not its batches': a cleaned segment may have lost its first
+            # or last records, or hold none, and the log must stay covered from its start.
+            base_offset=rows[0].base_offset,
+            last_offset=rows[-1].last_offset,
         )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
