@@ -19,7 +19,12 @@ ALLOWED: dict[str, set[str]] = {
     "search": {"log", "segments", "tier", "index"},
     "clean": {"log", "segments", "tier", "index"},
 }
-SHARED = {"app.storage.errors", "app.storage.metrics", "app.storage.fileutil"}
+SHARED = {
+    "app.storage.errors",
+    "app.storage.metrics",
+    "app.storage.fileutil",
+    "app.storage.process",
+}
 OUTSIDE_STORAGE = ("app.broker", "app.api", "app.service", "app.__main__")
 
 

@@ -33,6 +33,7 @@ from app.storage import metrics
 from app.storage.clean.job import CleanJob, CleanResult, SourceSegment, run_clean
 from app.storage.fileutil import remove_large
 from app.storage.log import PartitionLog
+from app.storage.process import worker_started
 from app.storage.segments import CleanerState, Registry, SegmentRow
 from app.storage.tier import Tiering
 
@@ -105,6 +106,7 @@ class Cleaner:
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_cleaner_process_started,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
@@ -241,6 +243,6 @@ class Cleaner:
         return True
 
 
-def _cleaner_process_started() -> None:
+def _cleaner_process_started(parent_pid: int) -> None:
     # Cleaning yields the CPU to the broker and the indexer, like searches (search/engine.py).
-    os.nice(CLEANER_NICE)
+    worker_started(parent_pid, CLEANER_NICE)

@@ -4,13 +4,9 @@ that make it die with the service."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
-import signal
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -23,6 +19,7 @@ from app.storage.index.partition_indexer import (
     partition_dir_name,
 )
 from app.storage.index.sealing import object_key
+from app.storage.process import worker_started
 from app.storage.segments import Registry
 
 log = logging.getLogger("app.storage.index")
@@ -32,7 +29,6 @@ NICE = 5
 MERGE_CHECK_S = 2.0
 # A partition that failed to open is tried again after this long.
 OPEN_RETRY_S = 5.0
-_PR_SET_PDEATHSIG = 1
 
 
 def _drain(parts: dict[tuple[str, int], PartitionIndexer]) -> dict[str, Any]:
@@ -105,16 +101,6 @@ def _drop(
     registry.drop_partition_checkpoint(*key)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """A worker must not outlive a killed service: the next service's worker would index
-    the same partitions beside it."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
 def worker_main(
     conn: Connection, cfg: WorkerConfig, log_level: str, parent_pid: int | None = None
 ) -> None:
@@ -122,12 +108,13 @@ def worker_main(
     seal_age_ms)}),
     ("drop", [(topic, partition)]), ("stop",). Out: ("progress", {...}) a few times a
     second. The worker exits when the service's end of the pipe closes."""
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
     # Acks first, freshness second: at 10k msg/s the worker's 0.5 cores beside the broker
     # took the produce-ack p99 from 8 to 14-23 ms; niced, the broker wins the CPU when both
     # want it, and search processes (niced further) yield to both.
-    os.nice(NICE)
+    if parent_pid is not None:
+        worker_started(parent_pid, NICE)
+    else:
+        os.nice(NICE)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = Registry(cfg.data_dir / "registry.sqlite", durable=False)
     parts: dict[tuple[str, int], PartitionIndexer] = {}
