@@ -165,14 +165,14 @@ class CleanerConfig:
     )
     dedupe_buffer_bytes: int = _opt(
         128 * MiB,
-        "memory of one run's key -> offset map (128 bytes per key)",
+        "memory of one run's key -> offset map (144 bytes per key)",
         flag="cleaner_dedupe_buffer_bytes",
     )
 
     def __post_init__(self) -> None:
-        if self.interval_ms < 1 or self.dedupe_buffer_bytes < 128:
+        if self.interval_ms < 1 or self.dedupe_buffer_bytes < 144:
             raise ValueError(
-                "cleaner_interval_ms must be positive, cleaner_dedupe_buffer_bytes >= 128"
+                "cleaner_interval_ms must be positive, cleaner_dedupe_buffer_bytes >= 144"
             )
 
 
