@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def plan_clean(
     it has nothing cleanable. `rows` are its live segments in offset order."""
     cfg = plog.config
     bound = plog.last_stable_offset
+    # Never the segment holding the log's last offset: Kafka never cleans the active segment,
+    # so the last batch survives and a consumer reading to the end always gets a batch to
+    # step past what was cleaned away (an empty fetch below the high watermark stalls it).
+    bound = min(bound, plog.high_watermark - 1)
     lag_edge = now_ms - cfg.min_compaction_lag_ms
     cleanable: list[SegmentRow] = []
     for row in rows:
@@ -120,10 +125,20 @@ class Cleaner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pool is not None:
-            # A run cut off here leaves only unregistered files, removed at the next start.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._drop_pool(kill=True)
+
+    def _drop_pool(self, kill: bool) -> None:
+        """Forget the pool; with `kill`, stop its process at once (shutdown() cannot stop a
+        running job, and interpreter exit would wait for it). A run cut off leaves only
+        unregistered files, removed at the next start."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(Exception):
+                    proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:
         while True:
@@ -197,7 +212,12 @@ class Cleaner:
                 out_dir=self.tiering.cache_dir,
             )
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.pool(), self.job, job)
+            try:
+                result = await loop.run_in_executor(self.pool(), self.job, job)
+            except BrokenProcessPool:
+                # Its process died (killed, out of memory): the next run starts a new one.
+                self._drop_pool(kill=False)
+                raise
         finally:
             self.tiering.unpin(rows)
         return int(self._swap(plog, plan, result, now_ms))
@@ -217,7 +237,9 @@ class Cleaner:
         state = CleanerState(
             plan.topic, plan.partition, result.cleaned_end, now_ms, plan.dirty_ratio
         )
-        if not self.registry.replace_many(old_ids, new_rows, state):
+        if not self.registry.replace_many(
+            old_ids, new_rows, state, read_ids=[r.id for r in plan.rows]
+        ):
             # A merge, retention or a topic delete got to the sources first.
             log.info(
                 "%s-%d: segments changed while cleaning; next time", plan.topic, plan.partition

@@ -13,7 +13,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,14 +364,28 @@ class Registry:
         return True
 
     def replace_many(
-        self, old_ids: list[int], new_rows: list[SegmentRow], checkpoint: CleanerState
+        self,
+        old_ids: list[int],
+        new_rows: list[SegmentRow],
+        checkpoint: CleanerState,
+        read_ids: Sequence[int] = (),
     ) -> bool:
         """A cleaner run's swap: every old row leaves the log (`deleting`), the new rows come
         in, and the partition's cleaner checkpoint is saved, in one transaction. False (and
-        nothing changed) if any old row left the live states meanwhile (a merge or retention
-        got there first), or if the partition has no live row at all (its topic was dropped:
-        the checkpoint must not come back)."""
+        nothing changed) if any old row, or any row the run read (`read_ids`), left the live
+        states meanwhile (a merge or retention got there first; a topic dropped and made
+        again must not inherit the checkpoint), or if the partition has no live row at all
+        (its topic was dropped: the checkpoint must not come back)."""
         with self.transaction() as db:
+            kept = [i for i in read_ids if i not in set(old_ids)]
+            if kept:
+                marks = ",".join("?" * len(kept))
+                live = db.execute(
+                    f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
+                    (*kept, LOCAL, UPLOADED),
+                ).fetchone()[0]
+                if live != len(set(kept)):
+                    return False
             if old_ids:
                 marks = ",".join("?" * len(old_ids))
                 live = db.execute(

@@ -130,6 +130,10 @@ class Tiering:
 
     async def _delete_pending(self) -> None:
         for row in self.registry.deletable():
+            if row.object_key in self._pinned:
+                # A cleaner run is reading the file (truncating it would kill that process
+                # with SIGBUS): deleted after it unpins.
+                continue
             await self.store.delete(row.object_key)
             self.forget_local(row)
             self.registry.forget(row.id)
@@ -153,6 +157,8 @@ class Tiering:
         for r in rows:
             if total <= self.cfg.segment_cache_bytes:
                 break
+            if r.object_key in self._pinned:
+                continue  # pinned after this pass listed it (it runs in a thread)
             remove_large(self.local_path(r))
             self._used.pop(r.object_key, None)
             total -= r.size
