@@ -146,3 +146,16 @@ def test_index_files_of_a_sealed_untimed_segment_load(tmp_path: Path) -> None:
     assert all(s.max_timestamp == -1 for s in plog.wal.segments)
     assert plog.apply_retention(now_ms()) == 0
     plog.close()
+
+
+def test_max_timestamp_above_an_offset_looks_inside_the_segment(tmp_path: Path) -> None:
+    """Offsets below the cleaner's end are served by cleaned segments, where the WAL
+    segment's maximum may be gone: the maximum at or after that offset is what counts."""
+    plog = open_log(tmp_path)
+    append(plog, make_batch([b"a"], timestamp=5000))  # 0: the segment's maximum
+    append(plog, make_batch([b"b"], timestamp=3000))  # 1
+    append(plog, make_batch([b"c"], timestamp=4000))  # 2
+    assert wal_max_timestamp(plog) == (5000, 0)
+    assert wal_max_timestamp(plog, 1) == (4000, 2)
+    assert wal_max_timestamp(plog, 3) == (-1, -1)
+    plog.close()

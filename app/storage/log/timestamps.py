@@ -63,6 +63,15 @@ def wal_max_timestamp(plog: PartitionLog, min_offset: int = 0) -> tuple[int, int
     offset is the last offset of the batch holding it. (-1, -1) when there is none."""
     best = (-1, -1)
     for seg in plog.wal.segments:
-        if seg.max_timestamp_offset >= min_offset and seg.max_timestamp > best[0]:
+        if seg.max_timestamp <= best[0] or seg.next_offset <= min_offset:
+            continue
+        if seg.max_timestamp_offset >= min_offset:
             best = (seg.max_timestamp, seg.max_timestamp_offset)
+            continue
+        # The segment's maximum is below `min_offset` (served by cleaned segments, where it
+        # may be gone): look at its batches from there.
+        start = seg.offset_index.lookup(max(min_offset - seg.base_offset, 0))
+        for _pos, h in seg.iter_headers(start):
+            if h.last_offset >= min_offset and h.max_timestamp > best[0]:
+                best = (h.max_timestamp, h.last_offset)
     return best
