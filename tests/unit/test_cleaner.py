@@ -185,6 +185,7 @@ def _rows(now: int, ages_s: list[int]) -> list[SegmentRow]:
     for i, age in enumerate(ages_s):
         row = _row("t", i * 10, i * 10 + 9, f"r{i}")
         row.max_timestamp = now - age * 1000
+        row.min_timestamp = row.max_timestamp - 1000
         row.id = i + 1
         out.append(row)
     return out
@@ -245,6 +246,12 @@ def test_planning_dirty_ratio_and_max_lag(tmp_path: Path) -> None:
     plog.update_config({"cleanup.policy": "compact", "max.compaction.lag.ms": "250000"})
     plan = plan_clean(plog, rows, state, now)
     assert plan is not None and plan.dirty_ratio == 0.25 and plan.due
+    # Measured from the segment's earliest record, as Kafka does: a dirty segment whose
+    # newest record is young but whose oldest is past the lag is due.
+    plog.update_config({"cleanup.policy": "compact", "max.compaction.lag.ms": "350000"})
+    assert not plan_clean(plog, rows, state, now).due  # type: ignore[union-attr]
+    rows[3].min_timestamp = now - 400_000
+    assert plan_clean(plog, rows, state, now).due  # type: ignore[union-attr]
     plog.close()
 
 

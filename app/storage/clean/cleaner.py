@@ -81,7 +81,12 @@ def plan_clean(
     dirty = [r for r in cleanable if r.last_offset >= dirty_from]
     total = sum(r.size for r in cleanable)
     ratio = sum(r.size for r in dirty) / total if total else 0.0
-    overdue = any(now_ms - r.largest_timestamp > cfg.max_compaction_lag_ms for r in dirty)
+    # From the earliest record of a dirty segment, as Kafka measures max.compaction.lag.ms.
+    overdue = any(
+        now_ms - (r.min_timestamp if r.min_timestamp >= 0 else r.largest_timestamp)
+        > cfg.max_compaction_lag_ms
+        for r in dirty
+    )
     due = bool(dirty) and (ratio >= cfg.min_cleanable_dirty_ratio or overdue)
     return CleanPlan(plog.topic, plog.partition, cleanable, dirty_from, ratio, due)
 
