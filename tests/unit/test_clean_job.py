@@ -1,15 +1,17 @@
 """The cleaner's CPU job over real sealed segments (real PartitionLog, real indexer, real
-Tantivy): the latest record per key with its offset, tombstones and delete.retention.ms,
+Tantivy): the latest record per key with its offset, tombstones and KIP-534's delete horizon,
 aborted transactions and markers, a full offset map, and rewritten segments that verify,
 pass CRC checks, keep their source's range and index exactly what they keep."""
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.record.default_records import DefaultRecordBatch
 
 from app.config import IndexConfig
 from app.storage.clean import CleanedSegment, CleanJob, CleanResult, SourceSegment, run_clean
@@ -20,7 +22,7 @@ from app.storage.log.records import iter_records
 from app.storage.log.txn import COMMIT, control_type
 from app.storage.segments.format import extract_tantivy, read_manifest, verify_segment
 from app.storage.segments.registry import Registry, SegmentRow
-from tests.unit.batchgen import Record, make_batch
+from tests.unit.batchgen import Record, decode_batches, make_batch
 from tests.unit.test_storage_segments import _log, _offsets, _run, poison_batch
 
 HOUR = 3_600_000
@@ -230,25 +232,60 @@ def test_a_segment_whose_records_are_all_superseded_is_left_empty(part: Partitio
     assert state(part, result) == [(3, "a", "3"), (4, "b", "3")]
 
 
-def test_tombstones_go_after_delete_retention(part: Partition) -> None:
+def raw_batches(path: Path) -> list[bytes]:
+    """A segment file's batches, CRC-checked."""
+    sec = read_manifest(path)["sections"]["batches"]
+    data = path.read_bytes()[sec["offset"] : sec["offset"] + sec["size"]]
+    return [data[s:e] for s, e, _h in validate_batches(data)] if data else []
+
+
+def contents(current: tuple[SourceSegment, ...]) -> list[Entry]:
+    return [e for s in current for e in entries(s.path)]
+
+
+def test_tombstones_stay_until_the_horizon_their_first_clean_sets(part: Partition) -> None:
+    """KIP-534: a tombstone's own timestamp does not count (MirrorMaker or a backfill may
+    have stamped it long ago, it would go at its first clean, before a lagging consumer saw
+    it). The first run that keeps it writes its batch with the delete horizon now +
+    delete.retention.ms, record timestamps unchanged; it goes at the first run at or after
+    that horizon, whatever delete.retention.ms says by then."""
     part.put(("a", "1"), ("b", "1"), ("c", "1"))
     part.seal()
-    part.put(("a", None), ts=2_000_000)
-    part.put(("b", None), ts=-1)  # no timestamp: the segment's max timestamp counts
+    part.put(("a", None), ts=1_000)  # two weeks before the clean
+    part.put(("b", None), ts=-1)
     part.put(("c", "2"), ts=2_000_000)
     part.seal()
-    src = part.sources()[1]
-    assert src.max_timestamp >= time.time() * 1000 - 60_000  # stamped at sealing
+    sources = part.sources()
+    now = sources[1].max_timestamp + 14 * 24 * HOUR
+    horizon = now + HOUR
 
-    within = part.clean(now_ms=2_000_000 + HOUR, delete_retention_ms=2 * HOUR)
-    assert state(part, within) == [(3, "a", None), (4, "b", None), (5, "c", "2")]
-    # Past the retention of the stamped one only.
-    mixed = part.clean(now_ms=src.max_timestamp + HOUR // 2, delete_retention_ms=HOUR)
-    assert state(part, mixed) == [(4, "b", None), (5, "c", "2")]
-    gone = part.clean(now_ms=src.max_timestamp + 2 * HOUR, delete_retention_ms=HOUR)
-    assert state(part, gone) == [(5, "c", "2")]
-    for seg, source in zip(gone.segments, part.sources(), strict=True):
-        check_rewritten(part, seg, source)
+    first = part.clean(now_ms=now, delete_retention_ms=HOUR)
+    assert first.cleaned_end == 6
+    current = cleaned(sources, first)
+    assert contents(current) == [(3, "a", None), (4, "b", None), (5, "c", "2")]
+    seg = first.segments[1]
+    assert seg.manifest is not None
+    check_rewritten(part, seg, sources[1])
+    # The horizon is no record's time: the segment's time range is its records'.
+    assert seg.manifest["max_timestamp"] == sources[1].max_timestamp
+    stamped = raw_batches(current[1].path)
+    assert [(b[:8], b[21:23]) for b in stamped] == [
+        (struct.pack(">q", o), struct.pack(">h", a)) for o, a in ((3, 0x40), (4, 0x40), (5, 0))
+    ]
+    for raw, ts in zip(stamped, (1_000, -1, 2_000_000), strict=True):
+        (got,) = decode_batches(raw)
+        assert got.crc_ok and [r.timestamp for r in got.records] == [ts]
+        assert got.base_timestamp == (horizon if ts != 2_000_000 else ts)
+        assert [r.timestamp for r in DefaultRecordBatch(raw)] == [ts]
+        assert [r.timestamp for r in iter_records(raw)] == [ts]
+
+    before = part.clean(dirty_from=6, sources=current, now_ms=horizon - 1)
+    assert all(s.path is None for s in before.segments) and before.records_removed == 0
+    after = part.clean(
+        dirty_from=6, sources=current, now_ms=horizon, delete_retention_ms=100 * HOUR
+    )
+    assert contents(cleaned(current, after)) == [(5, "c", "2")]
+    check_rewritten(part, after.segments[1], current[1])
 
 
 def test_records_without_key_are_dropped_as_kafka_does(part: Partition) -> None:
@@ -278,7 +315,7 @@ def test_aborted_transactions_are_dropped_and_never_shadow_committed_records(
     check_rewritten(part, result.segments[0], part.sources()[0])
 
 
-def test_markers_stay_while_their_transaction_has_records_or_is_recent(
+def test_markers_stay_while_their_transaction_has_records_or_before_their_horizon(
     part: Partition,
 ) -> None:
     part.put(("a", "t1"), ("b", "t1"), pid=1)
@@ -290,19 +327,36 @@ def test_markers_stay_while_their_transaction_has_records_or_is_recent(
     part.seal()
     part.put(("a", "new"), ("b", "new"), ts=5_000_000)
     part.seal()
-
-    recent = part.clean(now_ms=1_000_000 + HOUR, delete_retention_ms=2 * HOUR)
+    sources = part.sources()
     markers = [("marker", 1, True), ("marker", 1, True), ("marker", 2, False)]
-    assert [e for e in state(part, recent) if e[0] == "marker"] == markers
-    old = part.clean(now_ms=1_000_000 + 3 * HOUR, delete_retention_ms=2 * HOUR)
-    assert state(part, old) == [
+
+    # However old, a marker the run would drop first gets a horizon: now + retention.
+    late = part.clean(now_ms=1_000_000 + 100 * HOUR, delete_retention_ms=2 * HOUR)
+    assert [e for e in state(part, late) if e[0] == "marker"] == markers
+    first = part.clean(now_ms=1_000_000 + HOUR, delete_retention_ms=2 * HOUR)
+    assert [e for e in state(part, first) if e[0] == "marker"] == markers
+    current = cleaned(sources, first)
+    heads = {b[:8]: b for b in raw_batches(current[0].path)}
+    assert {o: heads[struct.pack(">q", o)][21:23] for o in (2, 4, 6)} == {
+        2: struct.pack(">h", 0x10 | 0x20 | 0x40),  # the only one that may go
+        4: struct.pack(">h", 0x10 | 0x20),
+        6: struct.pack(">h", 0x10 | 0x20),
+    }
+    (marker,) = decode_batches(heads[struct.pack(">q", 2)])
+    assert marker.base_timestamp == 1_000_000 + 3 * HOUR
+    assert [r.timestamp for r in marker.records] == [1_000_000]
+
+    before = part.clean(dirty_from=9, sources=current, now_ms=1_000_000 + 3 * HOUR - 1)
+    assert all(s.path is None for s in before.segments)
+    old = part.clean(dirty_from=9, sources=current, now_ms=1_000_000 + 3 * HOUR)
+    assert contents(cleaned(current, old)) == [
         (3, "c", "t2"),
         ("marker", 1, True),
         ("marker", 2, False),
         (7, "a", "new"),
         (8, "b", "new"),
     ]
-    check_rewritten(part, old.segments[0], part.sources()[0])
+    check_rewritten(part, old.segments[0], current[0])
 
 
 def cleaned(sources: tuple[SourceSegment, ...], result: CleanResult) -> tuple[SourceSegment, ...]:

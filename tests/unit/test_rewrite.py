@@ -19,6 +19,7 @@ BASE = 1000
 N = 40
 LEADER_EPOCH = 7
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+HORIZON = 1_800_000_000_000  # a delete horizon far from every record's timestamp
 PRODUCERS = {
     "plain": {},
     "idempotent": {"producer_id": 4242, "producer_epoch": 3, "base_sequence": 100},
@@ -144,17 +145,20 @@ def test_all_kept_is_the_original_and_none_kept_drops_it(codec: str):
     assert filter_batch(make_batch([], base_offset=5), lambda o, r: True) is None
 
 
-def test_uncompressed_output_is_byte_for_byte_kafkas():
+@pytest.mark.parametrize("horizon", [None, HORIZON], ids=["no-horizon", "horizon"])
+def test_uncompressed_output_is_byte_for_byte_kafkas(horizon: int | None):
     """Every byte of the rewrite, assembled here from Kafka's rules with batchgen's own
     record encoder: offset deltas from the original base, timestamp deltas from the first
-    kept record, record attributes 0, original lastOffsetDelta and producer fields."""
+    kept record (from the delete horizon when one is set: kept tombstones, flag 0x40),
+    record attributes 0, original lastOffsetDelta and producer fields."""
     original = _batch("none", False, "transactional")
     keep_offsets = {BASE + i for i in range(N) if i % 3 != 1 and i != 0}
-    out = filter_batch(original, lambda o, r: o in keep_offsets)
+    out = filter_batch(original, lambda o, r: o in keep_offsets, horizon)
     assert out is not None
     (orig,) = decode_batches(original)
     kept = [r for r in orig.records if r.offset in keep_offsets]
-    base_ts = kept[0].timestamp
+    assert any(r.value is None for r in kept)
+    base_ts = kept[0].timestamp if horizon is None else horizon
     payload = b"".join(
         encode_record(
             r.offset - BASE,
@@ -171,7 +175,7 @@ def test_uncompressed_output_is_byte_for_byte_kafkas():
             LEADER_EPOCH,
             2,
             0,
-            0x10,
+            0x10 if horizon is None else 0x50,
             N - 1,
             base_ts,
             max(r.timestamp for r in kept),
@@ -216,17 +220,111 @@ def test_large_batch_offset_deltas_and_snappy_blocks():
 
 def test_a_batch_with_a_delete_horizon_keeps_it():
     """KIP-534: baseTimestamp of a batch flagged 0x40 is its delete horizon; Kafka keeps
-    batch.deleteHorizonMs() when it rewrites, with record deltas relative to it."""
+    batch.deleteHorizonMs() when it rewrites (a new horizon is only set on a batch without
+    one), with record deltas relative to it."""
     recs = [Record(b"a", key=b"1", timestamp=5000), Record(None, key=b"2", timestamp=6000)]
     raw = bytearray(make_batch(recs, base_offset=BASE))
     struct.pack_into(">h", raw, 21, 0x40)
     struct.pack_into(">I", raw, 17, crc32c.crc32c(bytes(raw[21:])))
-    out = filter_batch(bytes(raw), lambda o, r: o == BASE + 1)
+    assert filter_batch(bytes(raw), lambda o, r: True, HORIZON) == bytes(raw)
+    for horizon in (None, HORIZON):
+        out = filter_batch(bytes(raw), lambda o, r: o == BASE + 1, horizon)
+        assert out is not None
+        (got,) = decode_batches(out)
+        assert got.crc_ok and got.attributes == 0x40
+        assert got.base_timestamp == 5000  # the horizon, not the kept record's timestamp
+        assert [(r.offset, r.timestamp, r.value) for r in got.records] == [(BASE + 1, 6000, None)]
+
+
+@pytest.mark.parametrize("producer", ["plain", "transactional"])
+@pytest.mark.parametrize("log_append", [False, True], ids=["create", "logappend"])
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_kept_tombstone_sets_the_delete_horizon_and_timestamps_stay(
+    codec: str, log_append: bool, producer: str
+):
+    """KIP-534 (MemoryRecords.filterTo's needToSetDeleteHorizon, MemoryRecordsBuilder with
+    deleteHorizonMs): a batch without a horizon that keeps a tombstone is written with flag
+    0x40 and baseTimestamp = the horizon, also when every record is kept; the record deltas
+    are re-based on it so every record reads the timestamp it had (batchgen, kafka-python
+    and app.storage agree); maxTimestamp and everything else as before. A later rewrite
+    keeps that horizon."""
+    original = _batch(codec, log_append, producer)
+    (orig,) = decode_batches(original)
+    every = {BASE + i for i in range(N)}
+    odd = {BASE + i for i in range(N) if i % 2}  # holds the tombstones at i = 5, 11, ...
+    for keep_offsets in (every, odd):
+        out = filter_batch(original, lambda o, r, k=keep_offsets: o in k, HORIZON)
+        assert out is not None and out != original
+        validate_batches(out)
+        _, max_ts, records = _expected(original, keep_offsets)
+        (got,) = decode_batches(out)
+        assert got.crc_ok and got.attributes == orig.attributes | 0x40
+        assert got.base_timestamp == HORIZON and got.max_timestamp == max_ts
+        assert (got.base_offset, got.last_offset_delta) == (BASE, N - 1)
+        assert (got.producer_id, got.producer_epoch, got.base_sequence) == (
+            orig.producer_id,
+            orig.producer_epoch,
+            orig.base_sequence,
+        )
+        assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in got.records] == (
+            records
+        )
+        kb = DefaultRecordBatch(out)
+        assert kb.validate_crc() and kb.first_timestamp == HORIZON
+        assert [
+            (r.offset, r.timestamp, r.key, r.value, [(k, v) for k, v in r.headers]) for r in kb
+        ] == records
+        mine = [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in iter_records(out)]
+        assert mine == records
+
+        fewer = keep_offsets - {BASE + 5}
+        again = filter_batch(out, lambda o, r, k=fewer: o in k, HORIZON + 1)
+        assert again is not None
+        (later,) = decode_batches(again)
+        assert later.base_timestamp == HORIZON and later.attributes == got.attributes
+        assert [(r.offset, r.timestamp) for r in later.records] == [
+            (r[0], r[1]) for r in records if r[0] in fewer
+        ]
+        assert filter_batch(out, lambda o, r: True, HORIZON + 1) == out
+
+
+def test_no_horizon_without_a_kept_tombstone():
+    """A horizon is for tombstones: a batch keeping none is written as without one."""
+    original = _batch("lz4", False, "idempotent")
+    values = {BASE + i for i in range(N) if i % 6 != 5}
+    out = filter_batch(original, lambda o, r: o in values, HORIZON)
+    assert out is not None
+    _check(original, out, values)  # attributes and baseTimestamp as without a horizon
+    recs = [Record(b"a", key=b"1", timestamp=5000), Record(b"b", key=b"2", timestamp=6000)]
+    plain = make_batch(recs, base_offset=BASE)
+    assert filter_batch(plain, lambda o, r: True, HORIZON) == plain
+
+
+def test_a_control_batch_given_a_horizon_gets_it():
+    """A marker that may go once its horizon passes (Kafka's containsMarkerForEmptyTxn) is
+    rewritten with it; its control record and timestamps are unchanged."""
+    commit = Record(b"\x00\x00\x00\x00\x00\x05", key=b"\x00\x00\x00\x01", timestamp=7000)
+    marker = make_batch(
+        [commit],
+        base_offset=BASE,
+        producer_id=9,
+        producer_epoch=2,
+        transactional=True,
+        control=True,
+    )
+    assert filter_batch(marker, lambda o, r: True) == marker
+    out = filter_batch(marker, lambda o, r: True, HORIZON)
     assert out is not None
     (got,) = decode_batches(out)
-    assert got.crc_ok and got.attributes == 0x40
-    assert got.base_timestamp == 5000  # the horizon, not the kept record's timestamp
-    assert [(r.offset, r.timestamp, r.value) for r in got.records] == [(BASE + 1, 6000, None)]
+    assert got.crc_ok and got.attributes == 0x10 | 0x20 | 0x40
+    assert (got.base_timestamp, got.max_timestamp) == (HORIZON, 7000)
+    assert [(r.offset, r.timestamp, r.key, r.value) for r in got.records] == [
+        (BASE, 7000, commit.key, commit.value)
+    ]
+    kb = DefaultRecordBatch(out)
+    assert kb.validate_crc() and kb.is_control_batch
+    assert [(r.offset, r.timestamp) for r in kb] == [(BASE, 7000)]
+    assert filter_batch(out, lambda o, r: True, HORIZON + 1) == out
 
 
 @pytest.mark.parametrize("log_append", [False, True])

@@ -66,8 +66,8 @@ DOCS = {
     "cleaner keeps the latest record per key in sealed search segments (records without a "
     "key are refused); both may be set.",
     "compression.type": "Stored batches are kept as the producer compressed them.",
-    "delete.retention.ms": "How long the cleaner keeps a tombstone (null value) after its "
-    "timestamp, so consumers see the delete.",
+    "delete.retention.ms": "How long the cleaner keeps a tombstone (null value) after the "
+    "run that first kept it (its delete horizon), so consumers see the delete.",
     "max.compaction.lag.ms": "A partition holding dirty data older than this is cleaned "
     "whatever its dirty ratio.",
     "max.message.bytes": "Largest record batch a producer may send to this topic.",

@@ -7,23 +7,25 @@ iff its offset is at least the map's for its key. Besides:
 - records of aborted transactions are dropped (whole batches);
 - records without a key are dropped, as Kafka's `shouldRetainRecord` does (they cannot be
   produced to a compacted topic; older ones predate the policy);
-- a tombstone (null value), once the latest of its key, is dropped when it is older than
-  `delete.retention.ms` by its own timestamp (-1: its segment's max timestamp). That is the
-  pre-KIP-534 spirit, simpler than KIP-534's delete horizon stamped into the batch;
-- a COMMIT marker is dropped once older than `delete.retention.ms` (by its batch's max
-  timestamp) if no data record of its transaction is kept; an ABORT marker is kept: the
-  partition's aborted-transaction index still lists the transaction, and a read_committed
-  consumer given that entry without ever meeting the marker would take the producer's later
-  transactions for aborted too (Kafka drops the index entry with the marker; ours is only
-  cut at the log start).
+- tombstones (null value) follow KIP-534's delete horizon, not their own timestamps (which
+  a producer such as MirrorMaker may have stamped long ago): the first run that keeps a
+  batch holding a tombstone writes it with the horizon now + `delete.retention.ms`; a
+  tombstone, once the latest of its key, is dropped by a run at or after its batch's
+  horizon. So a consumer has at least `delete.retention.ms` from that first run to see it;
+- a COMMIT marker no data record of whose transaction is kept is given a horizon likewise,
+  and dropped by a run at or after it (Kafka's containsMarkerForEmptyTxn); an ABORT marker
+  is kept: the partition's aborted-transaction index still lists the transaction, and a
+  read_committed consumer given that entry without ever meeting the marker would take the
+  producer's later transactions for aborted too (Kafka drops the index entry with the
+  marker; ours is only cut at the log start).
 When the map fills, the run ends after the last segment it mapped whole (so the next run
 maps from there); if not even the first dirty segment fits, inside it, where it filled, and
 records from there on are kept (Kafka's `pastLatestOffset`).
 
 A rewritten segment keeps its source's offset range and replaces it 1:1; its batches are
 filtered by `filter_batch` (offsets, producer fields, codec and CRC as Kafka writes them) and
-its records indexed again as the indexer does. A source from which nothing is removed is
-left as it is."""
+its records indexed again as the indexer does. A source from which nothing is removed and
+in which no horizon is set is left as it is."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from app.storage.log import (
     Record,
     RecordError,
     control_type,
+    delete_horizon,
     filter_batch,
     iter_records,
 )
@@ -182,6 +185,7 @@ class _Run:
         self.omap = omap
         self.aborted = aborted
         self.txn_kept: dict[int, bool] = {}
+        self.new_horizon = job.now_ms + job.delete_retention_ms  # KIP-534's deleteHorizonMs
         self.bytes_read = self.bytes_written = 0
         self.kept = self.removed = 0
 
@@ -221,27 +225,30 @@ class _Run:
         records when they were decoded."""
         n = h.records_count
         if h.is_control:
-            if self._keep_marker(h, data):
+            kept_marker = self._keep_marker(h, data)
+            if kept_marker is None:
+                self.removed += n
+            else:
                 self.kept += n
-                return data, None
-            self.removed += n
-            return None, None
+            return kept_marker, None
         if _aborted(h, self.aborted):
             self.removed += n
             return None, None
         kept: list[Record] = []
         dropped = 0
 
+        horizon = delete_horizon(h)
+
         def keep(offset: int, rec: Record) -> bool:
             nonlocal dropped
-            if self._keep_record(src, offset, rec):
+            if self._keep_record(horizon, offset, rec):
                 kept.append(rec)
                 return True
             dropped += 1
             return False
 
         try:
-            new = filter_batch(data, keep)
+            new = filter_batch(data, keep, self.new_horizon)
         except (RecordError, DecompressError) as exc:
             log.warning("%s: batch at offset %d kept whole: %s", src.key, h.base_offset, exc)
             kept, dropped, new = [], 0, data
@@ -251,28 +258,34 @@ class _Run:
             self.txn_kept.setdefault(h.producer_id, False)
         self.kept += n - dropped
         self.removed += dropped
-        if dropped == 0:
-            return data, kept or None
+        if dropped == 0 and (horizon is not None or not any(r.value is None for r in kept)):
+            return data, kept or None  # nothing removed, no horizon to set: as it was
         return new, kept
 
-    def _keep_record(self, src: SourceSegment, offset: int, rec: Record) -> bool:
+    def _keep_record(self, horizon: int | None, offset: int, rec: Record) -> bool:
+        """Kafka's shouldRetainRecord: past the map, or the latest of its key and not a
+        tombstone whose batch's delete horizon has passed."""
         if offset >= self.omap.end:
             return True
         if rec.key is None or offset < self.omap.latest(rec.key):
             return False
-        if rec.value is None:
-            ts = rec.timestamp if rec.timestamp >= 0 else src.max_timestamp
-            return self.job.now_ms - ts <= self.job.delete_retention_ms
-        return True
+        return rec.value is not None or horizon is None or self.job.now_ms < horizon
 
-    def _keep_marker(self, h: BatchHeader, data: bytes) -> bool:
+    def _keep_marker(self, h: BatchHeader, data: bytes) -> bytes | None:
+        """The control batch as kept (given a horizon if it may go once it passes), or None."""
         had_kept = self.txn_kept.pop(h.producer_id, False)
         try:
             kind = control_type(data)
         except CorruptBatch as exc:
             log.warning("control batch at offset %d kept: %s", h.base_offset, exc)
-            return True
-        if kind != COMMIT:
-            return True  # ABORT (see the module docstring) or a type we do not know
-        expired = self.job.now_ms - h.max_timestamp > self.job.delete_retention_ms
-        return had_kept or not expired
+            return data
+        if kind != COMMIT or had_kept:
+            return data  # ABORT (see the module docstring), a type we do not know, or needed
+        horizon = delete_horizon(h)
+        if horizon is not None:
+            return data if self.job.now_ms < horizon else None
+        try:
+            return filter_batch(data, lambda _o, _r: True, self.new_horizon)
+        except (RecordError, DecompressError) as exc:
+            log.warning("control batch at offset %d kept as it is: %s", h.base_offset, exc)
+            return data

@@ -13,7 +13,14 @@ from typing import Any
 import tantivy
 
 from app.storage.index import DocBuilder, build_schema
-from app.storage.log import DecompressError, Record, RecordError, iter_records, parse_header
+from app.storage.log import (
+    DecompressError,
+    Record,
+    RecordError,
+    delete_horizon,
+    iter_records,
+    parse_header,
+)
 from app.storage.segments import write_segment
 
 log = logging.getLogger("app.storage.clean")
@@ -54,7 +61,9 @@ class CleanedWriter:
         h = parse_header(batch)
         self._batches.write(batch)
         self.size += len(batch)
-        stamps = [t for t in (h.base_timestamp, h.max_timestamp) if t >= 0] or [self.no_timestamp]
+        # A delete horizon in baseTimestamp is no record's time: only maxTimestamp counts then.
+        first = h.base_timestamp if delete_horizon(h) is None else -1
+        stamps = [t for t in (first, h.max_timestamp) if t >= 0] or [self.no_timestamp]
         lo, hi = min(stamps), max(stamps)
         if not h.is_control:
             pid = h.producer_id if h.is_transactional else None

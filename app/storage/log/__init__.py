@@ -31,7 +31,7 @@ from app.storage.log.records import (
     read_uvarint,
     records_at,
 )
-from app.storage.log.rewrite import empty_batch, filter_batch
+from app.storage.log.rewrite import delete_horizon, empty_batch, filter_batch
 from app.storage.log.timestamps import (
     first_record_at_or_after,
     wal_max_timestamp,
@@ -62,6 +62,7 @@ __all__ = [
     "check_records",
     "control_type",
     "default_topic_configs",
+    "delete_horizon",
     "empty_batch",
     "end_offset",
     "filter_batch",

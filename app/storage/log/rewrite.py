@@ -11,6 +11,11 @@ cleaner does (MemoryRecords.filterTo and buildRetainedRecordsInto, MemoryRecords
 - partitionLeaderEpoch, producer id/epoch, baseSequence, the transactional and control
   flags and the codec are the original's; the records are re-encoded canonically (record
   attributes 0), the payload compressed as the Java client compresses it;
+- KIP-534's delete horizon: a batch flagged 0x40 has it in baseTimestamp and keeps it; one
+  without it that keeps a tombstone, or a control batch the caller marks as removable, is
+  given `delete_horizon_ms` (filterTo's needToSetDeleteHorizon), written even when every
+  record is kept, its record timestamp deltas re-based on the horizon so each record reads
+  the timestamp it had (MemoryRecordsBuilder with deleteHorizonMs);
 - a batch whose records are all kept is written as it was; one with none kept is dropped.
 """
 
@@ -31,14 +36,14 @@ from .batch import (
     HEADER,
     HEADER_SIZE,
     LOG_OVERHEAD,
+    BatchHeader,
     parse_header,
 )
 from .codecs import compress
 from .records import Record, RecordError, iter_records, zigzag_varint
 
 _CRC = struct.Struct(">I")
-# KIP-534: baseTimestamp holds the delete horizon. The cleaner here never sets one, but a
-# batch that carries one keeps it, as Kafka keeps batch.deleteHorizonMs() when it rewrites.
+# KIP-534: the attribute bit "deleteHorizonMs set"; baseTimestamp then holds the horizon.
 _DELETE_HORIZON = 0x40
 _FLAGS = ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL
 _KEPT_ATTRIBUTES = ATTR_CODEC_MASK | _FLAGS | _DELETE_HORIZON
@@ -109,11 +114,21 @@ def encode_records(records: list[Record], base_offset: int, base_timestamp: int)
     return b"".join(parts)
 
 
-def filter_batch(batch: bytes | memoryview, keep: Keep) -> bytes | None:
+def delete_horizon(h: BatchHeader) -> int | None:
+    """The batch's KIP-534 delete horizon (DefaultRecordBatch.deleteHorizonMs), None if unset."""
+    return h.base_timestamp if h.attributes & _DELETE_HORIZON else None
+
+
+def filter_batch(
+    batch: bytes | memoryview, keep: Keep, delete_horizon_ms: int | None = None
+) -> bytes | None:
     """`batch` holding only the records for which keep(offset, record) is true, rewritten
     as Kafka's cleaner rewrites it (see the module doc); the original bytes when every record
-    is kept, None when none is. Whether a control batch is kept is the caller's decision;
-    given one, this treats its records like any other."""
+    is kept and no horizon is set, None when none is kept. Whether a control batch is kept
+    is the caller's decision; given one, this treats its records like any other, and a
+    `delete_horizon_ms` given with it is set (pass it only for a marker that may go once
+    the horizon passes, Kafka's containsMarkerForEmptyTxn). For a data batch it is set when
+    a kept record is a tombstone; a batch that has a horizon keeps its own."""
     if len(batch) < HEADER_SIZE:
         raise RecordError("batch shorter than its header")
     h = parse_header(batch)
@@ -121,20 +136,31 @@ def filter_batch(batch: bytes | memoryview, keep: Keep) -> bytes | None:
         raise RecordError(f"record batch magic {h.magic} is not supported, only magic 2")
     kept: list[Record] = []
     seen = 0
+    tombstone = False
     for rec in iter_records(batch):
         seen += 1
         if keep(rec.offset, rec):
             kept.append(rec)
+            tombstone = tombstone or rec.value is None
     if not kept:
         return None  # an empty batch too: Kafka drops those unless told to retain them
-    if len(kept) == seen:
+    attributes = h.attributes & _KEPT_ATTRIBUTES
+    stamp = None
+    if not attributes & _DELETE_HORIZON and (tombstone or attributes & ATTR_CONTROL):
+        stamp = delete_horizon_ms
+    if len(kept) == seen and stamp is None:
         return bytes(batch)
+    if stamp is not None:
+        attributes |= _DELETE_HORIZON
+        base_timestamp = stamp
+    elif attributes & _DELETE_HORIZON:
+        base_timestamp = h.base_timestamp
+    else:
+        base_timestamp = kept[0].timestamp
     if h.attributes & ATTR_LOG_APPEND_TIME:
         max_timestamp = h.max_timestamp  # every record reads as it
     else:
         max_timestamp = max(-1, max(rec.timestamp for rec in kept))
-    horizon = h.attributes & _DELETE_HORIZON
-    base_timestamp = h.base_timestamp if horizon else kept[0].timestamp
     payload = compress(h.compression, encode_records(kept, h.base_offset, base_timestamp))
     out = bytearray(HEADER_SIZE + len(payload))
     HEADER.pack_into(
@@ -145,7 +171,7 @@ def filter_batch(batch: bytes | memoryview, keep: Keep) -> bytes | None:
         h.partition_leader_epoch,
         2,
         0,
-        h.attributes & _KEPT_ATTRIBUTES,
+        attributes,
         h.last_offset_delta,
         base_timestamp,
         max_timestamp,
