@@ -14,12 +14,13 @@ __consumer_offsets partition refuses the old epoch after the marker).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..sqlite import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -83,11 +84,7 @@ class CommittedOffset:
 
 class GroupStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_durable(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -9,9 +9,9 @@ loop, which also makes a transition atomic with respect to produce checks.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
+from ..sqlite import open_durable
 from .model import STATE_NAMES, TxnMetadata
 
 _SCHEMA = """
@@ -33,12 +33,8 @@ CREATE TABLE IF NOT EXISTS transactions (
 
 class TransactionStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_durable(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

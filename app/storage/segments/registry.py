@@ -348,18 +348,30 @@ class Registry:
     def forget(self, segment_id: int) -> None:
         self._db.execute("DELETE FROM segments WHERE id=?", (segment_id,))
 
+    @staticmethod
+    def _all_live(db: sqlite3.Connection, ids: Iterable[int]) -> bool:
+        wanted = set(ids)
+        if not wanted:
+            return True
+        marks = ",".join("?" * len(wanted))
+        live = db.execute(
+            f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
+            (*wanted, LOCAL, UPLOADED),
+        ).fetchone()[0]
+        return bool(live == len(wanted))
+
+    @staticmethod
+    def _mark_deleting(db: sqlite3.Connection, ids: list[int]) -> None:
+        marks = ",".join("?" * len(ids))
+        db.execute(f"UPDATE segments SET state=? WHERE id IN ({marks})", (DELETING, *ids))
+
     def replace(self, old_ids: list[int], new: SegmentRow) -> bool:
         """Swap merged segments for the one made of them, atomically; False (and nothing
         changed) if any of them left the log meanwhile."""
         with self.transaction() as db:
-            marks = ",".join("?" * len(old_ids))
-            live = db.execute(
-                f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
-                (*old_ids, LOCAL, UPLOADED),
-            ).fetchone()[0]
-            if live != len(old_ids):
+            if not self._all_live(db, old_ids):
                 return False
-            db.execute(f"UPDATE segments SET state=? WHERE id IN ({marks})", (DELETING, *old_ids))
+            self._mark_deleting(db, old_ids)
             self._insert(db, new)
         return True
 
@@ -377,26 +389,10 @@ class Registry:
         again must not inherit the checkpoint), or if the partition has no live row at all
         (its topic was dropped: the checkpoint must not come back)."""
         with self.transaction() as db:
-            kept = [i for i in read_ids if i not in set(old_ids)]
-            if kept:
-                marks = ",".join("?" * len(kept))
-                live = db.execute(
-                    f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
-                    (*kept, LOCAL, UPLOADED),
-                ).fetchone()[0]
-                if live != len(set(kept)):
-                    return False
+            if not self._all_live(db, [*old_ids, *read_ids]):
+                return False
             if old_ids:
-                marks = ",".join("?" * len(old_ids))
-                live = db.execute(
-                    f"SELECT COUNT(*) FROM segments WHERE id IN ({marks}) AND state IN (?, ?)",
-                    (*old_ids, LOCAL, UPLOADED),
-                ).fetchone()[0]
-                if live != len(set(old_ids)):
-                    return False
-                db.execute(
-                    f"UPDATE segments SET state=? WHERE id IN ({marks})", (DELETING, *old_ids)
-                )
+                self._mark_deleting(db, old_ids)
             else:
                 where, args = self._filter(
                     checkpoint.topic, checkpoint.partition, (LOCAL, UPLOADED)
