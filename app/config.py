@@ -176,6 +176,147 @@ class CleanerConfig:
             )
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TLS_CLIENT_AUTH = ("none", "requested", "required")
+AUTHORIZERS = ("none", "acl")
+HTTP_AUTH = ("none", "required")
+
+
+def _split(value: str, seps: str) -> list[str]:
+    for sep in seps[1:]:
+        value = value.replace(sep, seps[0])
+    return [part.strip() for part in value.split(seps[0]) if part.strip()]
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """TLS on both listeners, SASL on the Kafka one, the ACL authorizer and HTTP auth."""
+
+    tls_cert_file: str = _opt("", "PEM certificate chain of both listeners")
+    tls_key_file: str = _opt("", "PEM private key of tls_cert_file")
+    tls_ca_file: str = _opt("", "PEM CA bundle that client certificates are checked against")
+    tls_client_auth: str = _opt("none", "client certificates: none | requested | required")
+    http_tls: bool = _opt(True, "when a certificate is set, the HTTP listener uses TLS too")
+    kafka_security_protocol: str = _opt(
+        "PLAINTEXT", "Kafka listener: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
+    )
+    sasl_mechanisms: str = _opt(
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "enabled SASL mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+    )
+    connections_max_reauth_ms: int = _opt(
+        0, "SASL session lifetime before re-authentication (0: sessions never expire)"
+    )
+    sasl_failures_per_minute: int = _opt(
+        30,
+        "failed authentications per client address per minute before attempts are "
+        "refused (0: no limit)",
+    )
+    sasl_failure_delay_ms: int = _opt(
+        100,
+        "delay before a failed authentication is answered (Kafka's "
+        "connection.failed.authentication.delay.ms)",
+    )
+    authorizer: str = _opt("none", "none | acl")
+    super_users: str = _opt("", "principals that pass every ACL check: User:alice;User:bob")
+    allow_everyone_if_no_acl: bool = _opt(
+        False, "allow a resource that has no ACL at all (allow.everyone.if.no.acl.found)"
+    )
+    http_auth: str = _opt("none", "HTTP authentication: none | required")
+    http_open_paths: str = _opt("", "comma list of exact HTTP paths served without auth")
+    http_token_max_ttl_s: int = _opt(90 * 86400, "longest lifetime of an HTTP API token")
+
+    @property
+    def tls_enabled(self) -> bool:
+        """The Kafka listener speaks TLS."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl_enabled(self) -> bool:
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        return tuple(_split(self.sasl_mechanisms, ","))
+
+    @property
+    def super_user_set(self) -> frozenset[str]:
+        return frozenset(_split(self.super_users, ";,"))
+
+    @property
+    def open_paths(self) -> frozenset[str]:
+        return frozenset(_split(self.http_open_paths, ","))
+
+    def __post_init__(self) -> None:
+        _one_of("tls_client_auth", self.tls_client_auth, TLS_CLIENT_AUTH)
+        _one_of("kafka_security_protocol", self.kafka_security_protocol, KAFKA_SECURITY_PROTOCOLS)
+        _one_of("authorizer", self.authorizer, AUTHORIZERS)
+        _one_of("http_auth", self.http_auth, HTTP_AUTH)
+        for mechanism in self.mechanisms:
+            _one_of("each of sasl_mechanisms", mechanism, SASL_MECHANISMS)
+        if self.sasl_enabled and not self.mechanisms:
+            raise ValueError(f"{self.kafka_security_protocol} needs at least one sasl_mechanisms")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_enabled and not self.tls_cert_file:
+            raise ValueError(f"{self.kafka_security_protocol} needs tls_cert_file and tls_key_file")
+        if self.tls_client_auth != "none" and not self.tls_ca_file:
+            raise ValueError(f"tls_client_auth={self.tls_client_auth} needs tls_ca_file")
+        for principal in self.super_user_set:
+            kind, _, name = principal.partition(":")
+            if not kind or not name:
+                raise ValueError(f"super_users entries look like User:name, not {principal!r}")
+        for path in self.open_paths:
+            if not path.startswith("/"):
+                raise ValueError(f"http_open_paths entries are paths like /metrics, not {path!r}")
+        if (
+            self.connections_max_reauth_ms < 0
+            or self.sasl_failures_per_minute < 0
+            or self.sasl_failure_delay_ms < 0
+        ):
+            raise ValueError(
+                "connections_max_reauth_ms, sasl_failures_per_minute and "
+                "sasl_failure_delay_ms must not be negative"
+            )
+        if self.http_token_max_ttl_s < 1:
+            raise ValueError("http_token_max_ttl_s must be positive")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps that keep one client from exhausting the service."""
+
+    max_connections: int = _opt(10000, "Kafka connections in total")
+    max_connections_per_ip: int = _opt(1000, "Kafka connections per client address")
+    connection_max_inflight_bytes: int = _opt(
+        100 * MiB, "request bytes read but not answered, per connection, before reading pauses"
+    )
+    max_inflight_bytes: int = _opt(
+        512 * MiB, "the same over all connections together (queued.max.request.bytes)"
+    )
+    connections_max_idle_ms: int = _opt(
+        600_000, "a connection without a complete request for this long is closed"
+    )
+    http_max_query_length: int = _opt(4096, "longest search query q, in characters")
+    http_max_query_clauses: int = _opt(64, "most terms and clauses in one query q")
+    http_max_buckets: int = _opt(10000, "most histogram buckets or terms in one answer")
+    http_max_page: int = _opt(1000, "most hits in one page")
+    max_concurrent_searches: int = _opt(
+        8, "expensive searches running at once; more answer 429 with Retry-After"
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be positive")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The process-wide settings and one section per subsystem."""
@@ -192,6 +333,8 @@ class Settings:
     tiering: TieringConfig = field(default_factory=TieringConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     cleaner: CleanerConfig = field(default_factory=CleanerConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..sqlite import open_durable
+from ...sqlite import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (

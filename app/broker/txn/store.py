@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..sqlite import open_durable
+from ...sqlite import open_durable
 from .model import STATE_NAMES, TxnMetadata
 
 _SCHEMA = """

@@ -1,5 +1,5 @@
-"""The broker's own SQLite stores (groups.sqlite, transactions.sqlite): durable when a call
-returns, so what they hold may be acknowledged."""
+"""The opener of the service's own SQLite stores (groups.sqlite, transactions.sqlite,
+security.sqlite): durable when a call returns, so what they hold may be acknowledged."""
 
 from __future__ import annotations
 
