@@ -49,7 +49,9 @@ class Request:
     header: RequestHeader
     body: Any
     flexible: bool
-    client_host: str = ""
+    client_host: str = ""  # "/ip", as Kafka's group descriptions show it
+    client_address: str = ""  # the ip alone, for ACL host matching
+    principal: str = "User:ANONYMOUS"  # who sent it: SASL identity, client certificate CN
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
