@@ -25,10 +25,13 @@ class FrameDecoder:
     or negative length never makes us buffer the announced payload.
     """
 
-    __slots__ = ("_buf", "_need", "max_size")
+    __slots__ = ("_buf", "_need", "max_size", "min_size")
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, min_size: int = 8) -> None:
         self.max_size = max_size
+        # A Kafka request has at least its 8-byte header; the bare SASL tokens of
+        # SaslHandshake v0 framing may be shorter, down to empty.
+        self.min_size = min_size
         self._buf = bytearray()
         self._need = -1
 
@@ -43,7 +46,7 @@ class FrameDecoder:
                 if end - pos < 4:
                     break
                 (size,) = _SIZE.unpack_from(buf, pos)
-                if size < 8:
+                if size < self.min_size:
                     raise InvalidFrame(f"invalid request length {size}")
                 if size > self.max_size:
                     raise FrameTooLarge(size, self.max_size)
