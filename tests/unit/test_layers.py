@@ -1,5 +1,6 @@
 """The import graph of app/: storage layers import one way, through each layer's face, storage
-never imports broker or api, and no module imports itself through a cycle."""
+never imports broker, api or security, security never imports broker or api, and no module
+imports itself through a cycle."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ SHARED = {
     "app.storage.fileutil",
     "app.storage.process",
 }
-OUTSIDE_STORAGE = ("app.broker", "app.api", "app.service", "app.__main__")
+OUTSIDE_STORAGE = ("app.broker", "app.api", "app.service", "app.__main__", "app.security")
+OUTSIDE_SECURITY = ("app.broker", "app.api", "app.service", "app.__main__")
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -76,7 +78,11 @@ def violations(root: Path) -> list[str]:
         for target in sorted(targets):
             other = layer_of(target)
             if module.startswith("app.storage") and target.startswith(OUTSIDE_STORAGE):
-                found.append(f"{module} imports {target}: storage never imports broker or api")
+                found.append(
+                    f"{module} imports {target}: storage never imports broker, api or security"
+                )
+            if module.startswith("app.security") and target.startswith(OUTSIDE_SECURITY):
+                found.append(f"{module} imports {target}: security never imports broker or api")
             if own is not None:
                 if target in ("app.storage", "app.storage.store"):
                     found.append(f"{module} imports the storage facade {target}")
@@ -158,7 +164,20 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ),
         (
             {"storage/tier/t.py": "from ...broker import server\n", "broker/server.py": ""},
-            "app.storage.tier.t imports app.broker.server: storage never imports broker or api",
+            "app.storage.tier.t imports app.broker.server: storage never imports broker, api "
+            "or security",
+        ),
+        (
+            {"storage/log/l.py": "from app.security import Security\n"},
+            "app.storage.log.l imports app.security: storage never imports broker, api or security",
+        ),
+        (
+            {
+                "security/acl.py": "from app.broker.protocol import codec\n",
+                "broker/protocol/codec.py": "",
+            },
+            "app.security.acl imports app.broker.protocol.codec: security never imports broker "
+            "or api",
         ),
         (
             {
