@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.security.acl import Operation, ResourceType
+
+from ..authz import allowed, authorized_operations, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
-from ..errors import NONE
+from ..errors import GROUP_AUTHORIZATION_FAILED, INCONSISTENT_GROUP_PROTOCOL, NONE
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 
@@ -20,15 +23,40 @@ DELETE_GROUPS = 42
 # KIP-394: from JoinGroup v4 a new member must first obtain its member id.
 REQUIRE_MEMBER_ID_FROM = 4
 OPS_NOT_REQUESTED = -(2**31)
+GROUP = ResourceType.GROUP
 
 
 def _ms(value: Any) -> int:
     return int(value.total_seconds() * 1000)
 
 
+def _may_read(broker: BrokerContext, req: Request, group_id: str) -> bool:
+    return allowed(broker, req, Operation.READ, GROUP, group_id)
+
+
+def _join_error(req: Request, code: int) -> Frame:
+    """JoinGroupRequest.getErrorResponse: no generation, no member id, no members."""
+    resp, _ = response_classes(req)
+    body = build(
+        resp,
+        throttle_time=NO_THROTTLE,
+        error_code=err(code),
+        generation_id=-1,
+        protocol_type=None,
+        protocol_name=None if req.header.api_version >= 7 else "",
+        leader="",
+        skip_assignment=False,
+        member_id="",
+        members=(),
+    )
+    return respond(req, body)
+
+
 async def join_group(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
+    if not _may_read(broker, req, b.group_id):
+        return _join_error(req, GROUP_AUTHORIZATION_FAILED)
     session_ms = _ms(b.session_timeout)
     rebalance = getattr(b, "rebalance_timeout", None)
     result = await broker.groups.join(
@@ -66,6 +94,16 @@ async def join_group(broker: BrokerContext, req: Request) -> Frame:
 async def sync_group(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
+    # KafkaApis checks v5's mandatory protocol type and name before authorizing.
+    if req.header.api_version >= 5 and (b.protocol_type is None or b.protocol_name is None):
+        code = INCONSISTENT_GROUP_PROTOCOL
+    elif not _may_read(broker, req, b.group_id):
+        code = GROUP_AUTHORIZATION_FAILED
+    else:
+        code = NONE
+    if code != NONE:
+        body = build(resp, throttle_time=NO_THROTTLE, error_code=err(code), assignment=b"")
+        return respond(req, body)
     result = await broker.groups.sync(
         group_id=b.group_id,
         generation=int(b.generation_id),
@@ -89,15 +127,23 @@ async def sync_group(broker: BrokerContext, req: Request) -> Frame:
 async def heartbeat(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
-    code = broker.groups.heartbeat(
-        b.group_id, int(b.generation_id), b.member_id, getattr(b, "group_instance_id", None)
-    )
+    if not _may_read(broker, req, b.group_id):
+        code = GROUP_AUTHORIZATION_FAILED
+    else:
+        code = broker.groups.heartbeat(
+            b.group_id, int(b.generation_id), b.member_id, getattr(b, "group_instance_id", None)
+        )
     return respond(req, build(resp, throttle_time=NO_THROTTLE, error_code=err(code)))
 
 
 async def leave_group(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     b = req.body
+    if not _may_read(broker, req, b.group_id):
+        out = build(
+            resp, throttle_time=NO_THROTTLE, error_code=err(GROUP_AUTHORIZATION_FAILED), members=()
+        )
+        return respond(req, out)
     if hasattr(b, "members"):
         wanted = [(m.member_id, m.group_instance_id) for m in b.members]
     else:
@@ -120,10 +166,14 @@ async def list_groups(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     states = {s.lower() for s in getattr(req.body, "states_filter", ())}
     types = {t.lower() for t in getattr(req.body, "types_filter", ())}
+    # KafkaApis: DESCRIBE on the cluster lists every group, otherwise only the groups the
+    # principal may describe; neither check is a denial worth an audit line.
+    everything = cluster_allowed(broker, req, Operation.DESCRIBE, audit=False)
     groups = [
         g
         for g in broker.groups.list_groups(states or None)
-        if not types or "classic" in types or (g.protocol_type or "") in types
+        if (not types or "classic" in types or (g.protocol_type or "") in types)
+        and (everything or allowed(broker, req, Operation.DESCRIBE, GROUP, g.group_id, audit=False))
     ]
     listed = tuple(
         build(
@@ -139,25 +189,13 @@ async def list_groups(broker: BrokerContext, req: Request) -> Frame:
     return respond(req, out)
 
 
-async def describe_groups(broker: BrokerContext, req: Request) -> Frame:
-    resp, mod = response_classes(req)
-    described = []
-    for group_id in req.body.groups:
-        g = broker.groups.describe(group_id)
-        if g is None:
-            described.append(
-                build(
-                    mod.DescribedGroup,
-                    error_code=err(NONE),
-                    group_id=group_id,
-                    group_state="Dead",
-                    protocol_type="",
-                    protocol_data="",
-                    members=(),
-                    authorized_operations=OPS_NOT_REQUESTED,
-                )
-            )
-            continue
+def _described(
+    mod: Any, group_id: str, code: int, g: Any = None, ops: int = OPS_NOT_REQUESTED
+) -> Any:
+    """One DescribedGroup: an error (DescribeGroupsResponse.groupError: no state), the
+    coordinator's "Dead" for a group it does not know, or the group itself."""
+    members: tuple[Any, ...] = ()
+    if g is not None:
         members = tuple(
             build(
                 mod.DescribedGroupMember,
@@ -170,26 +208,48 @@ async def describe_groups(broker: BrokerContext, req: Request) -> Frame:
             )
             for m in g.members.values()
         )
-        described.append(
-            build(
-                mod.DescribedGroup,
-                error_code=err(NONE),
-                group_id=g.group_id,
-                group_state=g.state,
-                protocol_type=g.protocol_type or "",
-                protocol_data=g.protocol_name or "",
-                members=members,
-                authorized_operations=OPS_NOT_REQUESTED,
-            )
-        )
-    return respond(req, build(resp, throttle_time=NO_THROTTLE, groups=tuple(described)))
+    state = "" if code != NONE else ("Dead" if g is None else g.state)
+    return build(
+        mod.DescribedGroup,
+        error_code=err(code),
+        group_id=group_id,
+        group_state=state,
+        protocol_type=(g.protocol_type or "") if g is not None else "",
+        protocol_data=(g.protocol_name or "") if g is not None else "",
+        members=members,
+        authorized_operations=ops,
+    )
+
+
+async def describe_groups(broker: BrokerContext, req: Request) -> Frame:
+    """KafkaApis.handleDescribeGroupsRequest: the groups the principal may not DESCRIBE come
+    first with GROUP_AUTHORIZATION_FAILED, then the coordinator's answers for the rest."""
+    resp, mod = response_classes(req)
+    with_ops = bool(getattr(req.body, "include_authorized_operations", False))
+    denied, described = [], []
+    for group_id in req.body.groups:
+        if not allowed(broker, req, Operation.DESCRIBE, GROUP, group_id):
+            denied.append(_described(mod, group_id, GROUP_AUTHORIZATION_FAILED))
+            continue
+        ops = OPS_NOT_REQUESTED
+        if with_ops:
+            ops = authorized_operations(broker, req, GROUP, group_id)
+        g = broker.groups.describe(group_id)
+        described.append(_described(mod, group_id, NONE, g, ops))
+    groups = tuple(denied + described)
+    return respond(req, build(resp, throttle_time=NO_THROTTLE, groups=groups))
 
 
 async def delete_groups(broker: BrokerContext, req: Request) -> Frame:
+    """KafkaApis.handleDeleteGroupsRequest: each name once, the deleted (or failed) groups
+    first, then those the principal may not DELETE."""
     resp, mod = response_classes(req)
+    names = list(dict.fromkeys(req.body.groups_names))
+    may = {g: allowed(broker, req, Operation.DELETE, GROUP, g) for g in names}
+    codes = [(g, broker.groups.delete_group(g)) for g in names if may[g]]
+    codes += [(g, GROUP_AUTHORIZATION_FAILED) for g in names if not may[g]]
     results = tuple(
-        build(mod.DeletableGroupResult, group_id=g, error_code=err(broker.groups.delete_group(g)))
-        for g in req.body.groups_names
+        build(mod.DeletableGroupResult, group_id=g, error_code=err(code)) for g, code in codes
     )
     return respond(req, build(resp, throttle_time=NO_THROTTLE, results=results))
 
