@@ -9,12 +9,19 @@ import datetime
 from collections.abc import Iterable
 from typing import Any
 
+from app.security.acl import Operation, ResourceType
+
+from ..authz import allowed, allowed_names, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
+    CLUSTER_AUTHORIZATION_FAILED,
+    GROUP_AUTHORIZATION_FAILED,
     INVALID_PRODUCER_EPOCH,
     NONE,
     OPERATION_NOT_ATTEMPTED,
     PRODUCER_FENCED,
+    TOPIC_AUTHORIZATION_FAILED,
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     UNKNOWN_TOPIC_OR_PARTITION,
 )
 from ..protocol.codec import Request
@@ -46,27 +53,41 @@ def _requested(topics: Iterable[Any]) -> list[TopicPartition]:
     return list(dict.fromkeys((t.name, int(p)) for t in topics for p in t.partitions))
 
 
-def _missing(broker: BrokerContext, partitions: list[TopicPartition]) -> set[TopicPartition]:
-    out = set()
+def _may_write(broker: BrokerContext, req: Request, transactional_id: str) -> bool:
+    return allowed(broker, req, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id)
+
+
+def _refused(
+    broker: BrokerContext, req: Request, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The partitions KafkaApis fails before the coordinator: those of topics a client may
+    not WRITE (v4 comes from brokers, authorized for the cluster instead), then those
+    that do not exist."""
+    topics = {topic for topic, _ in partitions}
+    if req.header.api_version < 4:
+        topics = allowed_names(broker, req, Operation.WRITE, ResourceType.TOPIC, topics)
+    out = {}
     for topic, partition in partitions:
         meta = broker.storage.metadata.get(topic)
-        if meta is None or not 0 <= partition < meta.partitions:
-            out.add((topic, partition))
+        if topic not in topics:
+            out[(topic, partition)] = TOPIC_AUTHORIZATION_FAILED
+        elif meta is None or not 0 <= partition < meta.partitions:
+            out[(topic, partition)] = UNKNOWN_TOPIC_OR_PARTITION
     return out
 
 
 async def _add_partitions_of(
-    broker: BrokerContext, version: int, txn: Any, partitions: list[TopicPartition], verify: bool
+    broker: BrokerContext, req: Request, txn: Any, partitions: list[TopicPartition], verify: bool
 ) -> dict[TopicPartition, int]:
     """One transaction of the request: Kafka's handleAddPartitionsToTxnRequest. One
-    unknown partition fails the whole transaction; the others are not attempted."""
-    missing = _missing(broker, partitions)
-    if missing:
-        return {
-            tp: UNKNOWN_TOPIC_OR_PARTITION if tp in missing else OPERATION_NOT_ATTEMPTED
-            for tp in partitions
-        }
+    refused partition fails the whole transaction; the others are not attempted."""
     tid, pid, epoch = txn
+    version = req.header.api_version
+    if version < 4 and not _may_write(broker, req, tid):
+        return dict.fromkeys(partitions, TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    refused = _refused(broker, req, partitions)
+    if refused:
+        return {tp: refused.get(tp, OPERATION_NOT_ATTEMPTED) for tp in partitions}
     coord = broker.transactions
     if verify:
         codes = coord.verify_partitions(tid, pid, epoch, partitions)
@@ -100,18 +121,27 @@ async def add_partitions_to_txn(broker: BrokerContext, req: Request) -> Frame:
             int(b.v3_and_below_producer_epoch),
         )
         partitions = _requested(b.v3_and_below_topics)
-        codes = await _add_partitions_of(broker, version, txn, partitions, False)
+        codes = await _add_partitions_of(broker, req, txn, partitions, False)
         body = build(
             resp,
             throttle_time=NO_THROTTLE,
             results_by_topic_v3_and_below=_topic_results(mod, codes),
         )
         return respond(req, body)
+    # Batches of transactions come from brokers verifying produce requests (KIP-890).
+    if not cluster_allowed(broker, req, Operation.CLUSTER_ACTION):
+        body = build(
+            resp,
+            throttle_time=NO_THROTTLE,
+            error_code=err(CLUSTER_AUTHORIZATION_FAILED),
+            results_by_transaction=(),
+        )
+        return respond(req, body)
     results = []
     for t in b.transactions:
         txn = (t.transactional_id, int(t.producer_id), int(t.producer_epoch))
         partitions = _requested(t.topics)
-        codes = await _add_partitions_of(broker, version, txn, partitions, bool(t.verify_only))
+        codes = await _add_partitions_of(broker, req, txn, partitions, bool(t.verify_only))
         results.append(
             mod.AddPartitionsToTxnResult(
                 transactional_id=t.transactional_id, topic_results=_topic_results(mod, codes)
@@ -129,20 +159,28 @@ async def add_partitions_to_txn(broker: BrokerContext, req: Request) -> Frame:
 async def add_offsets_to_txn(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
-    code = await broker.transactions.add_partitions(
-        b.transactional_id, int(b.producer_id), int(b.producer_epoch), groups=[b.group_id]
-    )
-    code = _fenced_for(req.header.api_version, code)
+    if not _may_write(broker, req, b.transactional_id):
+        code = TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not allowed(broker, req, Operation.READ, ResourceType.GROUP, b.group_id):
+        code = GROUP_AUTHORIZATION_FAILED
+    else:
+        code = await broker.transactions.add_partitions(
+            b.transactional_id, int(b.producer_id), int(b.producer_epoch), groups=[b.group_id]
+        )
+        code = _fenced_for(req.header.api_version, code)
     return respond(req, build(resp, throttle_time=NO_THROTTLE, error_code=err(code)))
 
 
 async def end_txn(broker: BrokerContext, req: Request) -> Frame:
     resp, _ = response_classes(req)
     b = req.body
-    code = await broker.transactions.end_txn(
-        b.transactional_id, int(b.producer_id), int(b.producer_epoch), bool(b.committed)
-    )
-    code = _fenced_for(req.header.api_version, code)
+    if not _may_write(broker, req, b.transactional_id):
+        code = TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    else:
+        code = await broker.transactions.end_txn(
+            b.transactional_id, int(b.producer_id), int(b.producer_epoch), bool(b.committed)
+        )
+        code = _fenced_for(req.header.api_version, code)
     return respond(req, build(resp, throttle_time=NO_THROTTLE, error_code=err(code)))
 
 
@@ -150,7 +188,10 @@ async def describe_transactions(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     states = []
     for tid in req.body.transactional_ids:
-        code, meta = broker.transactions.describe(tid)
+        if allowed(broker, req, Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, tid):
+            code, meta = broker.transactions.describe(tid)
+        else:
+            code, meta = TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None
         if meta is None:
             states.append(
                 mod.TransactionState(
@@ -168,6 +209,11 @@ async def describe_transactions(broker: BrokerContext, req: Request) -> Frame:
         topics: dict[str, list[int]] = {}
         for topic, partition in sorted(meta.partitions):
             topics.setdefault(topic, []).append(partition)
+        # Only the topics the principal may describe, as KafkaApis; leaving one out of a
+        # listing is not a denial worth an audit line.
+        visible = allowed_names(
+            broker, req, Operation.DESCRIBE, ResourceType.TOPIC, topics, audit=False
+        )
         states.append(
             mod.TransactionState(
                 error_code=err(NONE),
@@ -178,7 +224,9 @@ async def describe_transactions(broker: BrokerContext, req: Request) -> Frame:
                 producer_id=meta.producer_id,
                 producer_epoch=meta.epoch,
                 topics=tuple(
-                    mod.TopicData(topic=t, partitions=tuple(ps)) for t, ps in topics.items()
+                    mod.TopicData(topic=t, partitions=tuple(ps))
+                    for t, ps in topics.items()
+                    if t in visible
                 ),
             )
         )
@@ -206,6 +254,16 @@ async def list_transactions(broker: BrokerContext, req: Request) -> Frame:
                 transaction_state=m.state.value,
             )
             for m in found
+            # KafkaApis lists only what the principal may DESCRIBE; a filtered listing
+            # is not a denial worth an audit line.
+            if allowed(
+                broker,
+                req,
+                Operation.DESCRIBE,
+                ResourceType.TRANSACTIONAL_ID,
+                m.transactional_id,
+                audit=False,
+            )
         ),
     )
     return respond(req, body)
