@@ -45,6 +45,7 @@ from app.storage.log import PartitionLog, Record, batch_span, records_at
 from app.storage.process import worker_started
 from app.storage.search import execute as search_exec
 from app.storage.search.execute import AggTask, Exclusion, SegmentTask
+from app.storage.search.lanes import Lanes
 from app.storage.segments import Registry, SegmentRow, extract_tantivy
 from app.storage.tier import ObjectNotFound
 
@@ -117,6 +118,7 @@ class SearchEngine:
         self.workers = max(cfg.workers, 1)
         self.timeout_s = cfg.timeout_ms / 1000
         self._pool: ProcessPoolExecutor | None = None
+        self.lanes = Lanes(self.workers)
         self._extracting: dict[str, asyncio.Lock] = {}
 
     def pool(self) -> ProcessPoolExecutor:
@@ -220,25 +222,23 @@ class SearchEngine:
 
     # -- running -----------------------------------------------------------------------
 
-    async def _run(self, fn: Any, tasks: list[Any]) -> list[Any]:
+    async def _run(self, fn: Any, tasks: list[Any], heavy: bool = False) -> list[Any]:
         """`fn` (a list of tasks in, their answers out) in the pool, one job per search
-        process: a job costs ~0.6 ms of pickling and hand-over, and a search plans ten
-        and more indexes."""
-        loop = asyncio.get_running_loop()
+        process the search may hold (lanes.py): a job costs ~0.6 ms of pickling and
+        hand-over, and a search plans ten and more indexes."""
         pool = self.pool()
-        jobs = [tasks[i :: self.workers] for i in range(min(self.workers, len(tasks)))]
-        futures = [loop.run_in_executor(pool, fn, job) for job in jobs]
+        n = self.lanes.jobs(heavy)
+        jobs = [tasks[i::n] for i in range(min(n, len(tasks)))]
+        runs = [self.lanes.run(pool, fn, job, heavy) for job in jobs]
         try:
-            answers = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+            answers = await asyncio.wait_for(asyncio.gather(*runs), self.timeout_s)
         except TimeoutError:
-            for f in futures:
-                f.cancel()
             raise SearchTimeout(
                 f"search over {len(tasks)} segment indexes took over {self.timeout_s:g}s"
             ) from None
         results: list[Any] = [None] * len(tasks)
         for i, answer in enumerate(answers):
-            results[i :: self.workers] = answer
+            results[i::n] = answer
         return results
 
     async def _execute(
@@ -249,6 +249,7 @@ class SearchEngine:
         partitions: Sequence[int] | None,
         start_ms: int | None,
         end_ms: int | None,
+        heavy: bool = False,
     ) -> list[tuple[IndexRef, Any, Any]]:
         """Run `fn(make_task(ref))` for every index that may hold matches. An open segment
         that was sealed meanwhile answers None (or `vanished`): that partition is planned
@@ -272,7 +273,7 @@ class SearchEngine:
                 await asyncio.sleep(0.01)
                 continue
             tasks = [make_task(r) for r in refs]
-            results = await self._run(fn, tasks)
+            results = await self._run(fn, tasks, heavy)
             vanished: dict[tuple[str, int], int] = {}
             restart = False
             for ref, task, res in zip(refs, tasks, results, strict=True):
@@ -326,6 +327,7 @@ class SearchEngine:
         limit: int = 20,
         skip: int = 0,
         read_committed: bool = True,
+        heavy: bool = False,
     ) -> SearchResult:
         def task(r: IndexRef) -> SegmentTask:
             exclude, start_offset, end_offset = self._isolation(r, read_committed)
@@ -348,7 +350,7 @@ class SearchEngine:
             )
 
         done = await self._execute(
-            search_exec.search_many, task, topics, partitions, start_ms, end_ms
+            search_exec.search_many, task, topics, partitions, start_ms, end_ms, heavy
         )
         self._count(done)
         total = sum(res.total for _r, _t, res in done)
@@ -372,6 +374,7 @@ class SearchEngine:
         start_ms: int | None = None,
         end_ms: int | None = None,
         read_committed: bool = True,
+        heavy: bool = True,
     ) -> list[dict[str, Any]]:
         def task(r: IndexRef) -> AggTask:
             exclude, start_offset, end_offset = self._isolation(r, read_committed)
@@ -389,7 +392,7 @@ class SearchEngine:
             )
 
         done = await self._execute(
-            search_exec.aggregate_many, task, topics, partitions, start_ms, end_ms
+            search_exec.aggregate_many, task, topics, partitions, start_ms, end_ms, heavy
         )
         self._count(done)
         return [res for _r, _t, res in done]
