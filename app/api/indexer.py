@@ -7,6 +7,9 @@ import time
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from app.security.acl import Operation
+
+from .auth import CallerDep, require_cluster
 from .search import iso
 
 router = APIRouter(tags=["indexer"])
@@ -79,7 +82,8 @@ class IndexerResponse(BaseModel):
     summary="Indexing progress, lag and rate per partition, and the worker processes",
     response_model=IndexerResponse,
 )
-async def indexer_status(request: Request) -> IndexerResponse:
+async def indexer_status(request: Request, caller: CallerDep) -> IndexerResponse:
+    require_cluster(request, caller, Operation.DESCRIBE)
     storage = request.app.state.storage
     indexer = storage.indexer
     if indexer is None:

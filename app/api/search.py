@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from app.security.acl import Operation
 from app.storage import (
     Hit,
     Record,
@@ -27,6 +28,8 @@ from app.storage import (
 )
 from app.storage.errors import StorageError, UnknownTopic
 
+from .auth import CallerDep, require_topic
+from .limits import Limits, bad, expensive
 from .search_models import (
     Bucket,
     Header,
@@ -41,7 +44,7 @@ from .search_models import (
 router = APIRouter(tags=["search"])
 
 MAX_SKIP = 10_000
-MAX_BUCKETS = 10_000
+AGGREGATION = "it is an aggregation (histogram, terms)"
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _NICE = [
     1,
@@ -73,10 +76,12 @@ Sort = Literal["-timestamp", "timestamp", "offset", "-offset", "relevance"]
 Isolation = Literal["read_committed", "read_uncommitted"]
 
 
-def _bad(param: str, message: str) -> HTTPException:
-    # The shape of FastAPI's own 422s (HTTPValidationError), which the spec documents.
-    error = {"loc": ["query", param], "msg": f"{param}: {message}", "type": "value_error"}
-    return HTTPException(422, detail=[error])
+_bad = bad
+
+
+def limits(request: Request) -> Limits:
+    limits: Limits = request.app.state.limits
+    return limits
 
 
 def parse_time(param: str, value: str | None) -> int | None:
@@ -109,6 +114,8 @@ class Filters:
     end_ms: int | None
     partitions: list[int] | None
     isolation: Isolation = "read_committed"
+    # Why the search is expensive (limits.py), None when it is cheap.
+    expensive: str | None = None
 
     @property
     def read_committed(self) -> bool:
@@ -131,6 +138,7 @@ class Filters:
 
 def filters(
     request: Request,
+    caller: CallerDep,
     topic: Annotated[
         str, Query(description="topic, or a comma-separated list of topics", min_length=1)
     ],
@@ -165,10 +173,13 @@ def filters(
     topics = [t.strip() for t in topic.split(",") if t.strip()]
     if not topics:
         raise _bad("topic", "no topic given")
+    for t in topics:
+        require_topic(request, caller, Operation.READ, t)
     storage = request.app.state.storage
     for t in topics:
         if storage.metadata.get(t) is None:
             raise HTTPException(404, detail=f"unknown topic {t!r}")
+    limits(request).check_query(q)
     query = rewrite_query(q)
     try:
         check_query(query)
@@ -178,7 +189,8 @@ def filters(
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
         raise _bad("end", "is before start")
     parts = sorted(set(partition)) if partition else None
-    return Filters(topics, query, start_ms, end_ms, parts, isolation)
+    cost = expensive(query, start_ms, end_ms)
+    return Filters(topics, query, start_ms, end_ms, parts, isolation, cost)
 
 
 FiltersDep = Annotated[Filters, Depends(filters)]
@@ -279,7 +291,9 @@ def render(hit: Hit, score: bool, terms: list[str] | None) -> SearchHit:
 async def search(
     request: Request,
     f: FiltersDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="hits per page")] = 20,
+    limit: Annotated[
+        int, Query(ge=1, description="hits per page, at most CHRONIK_HTTP_MAX_PAGE (1000)")
+    ] = 20,
     sort: Annotated[Sort, Query(description="order of the hits")] = "-timestamp",
     cursor: Annotated[
         str | None, Query(description="`next_cursor` of the previous page (not with relevance)")
@@ -290,12 +304,13 @@ async def search(
     highlight: Annotated[bool, Query(description="add highlighted value fragments")] = False,
 ) -> SearchResponse:
     started = time.perf_counter()
+    limits(request).check_page(limit)
     if cursor is not None and sort == "relevance":
         raise _bad("cursor", "relevance order has no cursor; page with offset")
     after = _after(f, sort, cursor) if cursor else None
     sort_field = None if sort == "relevance" else sort.lstrip("-")
     storage = request.app.state.storage
-    with storage_errors():
+    with limits(request).admit(f.expensive), storage_errors():
         result = await storage.search.search(
             f.topics,
             f.q,
@@ -308,6 +323,7 @@ async def search(
             limit=limit,
             skip=offset,
             read_committed=f.read_committed,
+            heavy=f.expensive is not None,
         )
     metrics.SEARCH_SECONDS.labels("search").observe(time.perf_counter() - started)
     terms = _terms(f.q) if highlight else None
@@ -344,8 +360,26 @@ async def _aggregate(request: Request, f: Filters, agg: dict[str, Any]) -> list[
             start_ms=f.start_ms,
             end_ms=f.end_ms,
             read_committed=f.read_committed,
+            heavy=True,
         )
     return [r for r in results if r]
+
+
+async def _time_range(request: Request, f: Filters) -> tuple[int, int]:
+    """[lo, hi) of the histogram: start and end, or where not given the first and last
+    matching record's time."""
+    lo, hi = f.start_ms, f.end_ms
+    if lo is None or hi is None:
+        stats = await _aggregate(
+            request,
+            f,
+            {"lo": {"min": {"field": "timestamp"}}, "hi": {"max": {"field": "timestamp"}}},
+        )
+        found_lo = [s["lo"]["value"] for s in stats if s["lo"]["value"] is not None]
+        found_hi = [s["hi"]["value"] for s in stats if s["hi"]["value"] is not None]
+        lo = lo if lo is not None else int(min(found_lo, default=0))
+        hi = hi if hi is not None else int(max(found_hi, default=0)) + 1
+    return lo, max(hi, lo + 1)
 
 
 @router.get(
@@ -359,40 +393,31 @@ async def histogram(
     f: FiltersDep,
     interval: Annotated[
         str | None,
-        Query(description="bucket width: 500ms, 1s, 1m, 1h, 1d; default about 100 buckets"),
+        Query(
+            description="bucket width: 500ms, 1s, 1m, 1h, 1d; default about 100 buckets. "
+            "The range (start to end, or the first to the last match where one is not "
+            "given) may hold at most CHRONIK_HTTP_MAX_BUCKETS (10000) of them"
+        ),
     ] = None,
 ) -> HistogramResponse:
     started = time.perf_counter()
-    if interval is not None:
-        width = parse_interval(interval)
-    else:
-        lo, hi = f.start_ms, f.end_ms
-        if lo is None or hi is None:
-            stats = await _aggregate(
-                request,
-                f,
-                {
-                    "lo": {"min": {"field": "timestamp"}},
-                    "hi": {"max": {"field": "timestamp"}},
-                },
-            )
-            found_lo = [s["lo"]["value"] for s in stats if s["lo"]["value"] is not None]
-            found_hi = [s["hi"]["value"] for s in stats if s["hi"]["value"] is not None]
-            lo = lo if lo is not None else int(min(found_lo, default=0))
-            hi = hi if hi is not None else int(max(found_hi, default=0)) + 1
-        span = max(hi - lo, 1)
-        width = next((n for n in _NICE if span / n <= 100), _NICE[-1])
-    agg = {"h": {"histogram": {"field": "timestamp", "interval": width, "min_doc_count": 1}}}
-    counts: dict[int, int] = {}
-    for r in await _aggregate(request, f, agg):
-        for b in r["h"]["buckets"]:
-            key = math.floor(b["key"])
-            counts[key] = counts.get(key, 0) + int(b["doc_count"])
+    width = parse_interval(interval) if interval is not None else None
+    with limits(request).admit(AGGREGATION):
+        lo, hi = await _time_range(request, f)
+        if width is None:
+            span = hi - lo
+            width = next((n for n in _NICE if span / n <= 100), max(_NICE[-1], -(-span // 100)))
+        n = (hi - 1) // width - lo // width + 1
+        limits(request).check_buckets("interval", n, f"{n} buckets; use a wider interval")
+        agg = {"h": {"histogram": {"field": "timestamp", "interval": width, "min_doc_count": 1}}}
+        counts: dict[int, int] = {}
+        for r in await _aggregate(request, f, agg):
+            for b in r["h"]["buckets"]:
+                key = math.floor(b["key"])
+                counts[key] = counts.get(key, 0) + int(b["doc_count"])
     buckets: list[Bucket] = []
     if counts:
         first, last = min(counts), max(counts)
-        if (last - first) // width + 1 > MAX_BUCKETS:
-            raise _bad("interval", f"more than {MAX_BUCKETS} buckets; use a wider interval")
         for key in range(first, last + 1, width):
             buckets.append(Bucket(start=iso(key), start_ms=key, count=counts.get(key, 0)))
     metrics.SEARCH_SECONDS.labels("histogram").observe(time.perf_counter() - started)
@@ -424,15 +449,19 @@ async def terms(
     request: Request,
     f: FiltersDep,
     field: Annotated[str, Query(description="key, partition, or a JSON path such as value.level")],
-    size: Annotated[int, Query(ge=1, le=1000, description="how many values")] = 10,
+    size: Annotated[
+        int, Query(ge=1, description="how many values, at most CHRONIK_HTTP_MAX_BUCKETS (10000)")
+    ] = 10,
 ) -> TermsResponse:
     started = time.perf_counter()
     name = _terms_field(field)
+    limits(request).check_buckets("size", size, f"{size} terms")
     agg = {"t": {"terms": {"field": name, "size": 65_000, "segment_size": 65_000}}}
     counts: dict[Any, int] = {}
     other = 0
     total_agg = {"n": {"value_count": {"field": "offset"}}}
-    results = await _aggregate(request, f, {**agg, **total_agg})
+    with limits(request).admit(AGGREGATION):
+        results = await _aggregate(request, f, {**agg, **total_agg})
     total = 0
     for r in results:
         total += int(r["n"]["value"] or 0)

@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from app.security.acl import Operation, ResourceType
 from app.storage import LOCAL, SEALING, UPLOADED, Checkpoint
 
+from .auth import CallerDep, allowed, require_topic
 from .search import iso
 
 router = APIRouter(tags=["segments"])
@@ -100,22 +102,37 @@ def _unpublished(
 
 @router.get(
     "/segments",
-    summary="Search segments (sealed and open) with offsets, times, sizes and state",
+    summary="Search segments (sealed and open) with offsets, times, sizes and state, of "
+    "the topics the principal may describe",
     response_model=SegmentsResponse,
     responses={404: {"description": "unknown topic"}},
 )
 async def list_segments(
     request: Request,
+    caller: CallerDep,
     topic: Annotated[str | None, Query(description="only this topic")] = None,
     partition: Annotated[
         int | None, Query(ge=0, le=2**31 - 1, description="only this partition")
     ] = None,
 ) -> SegmentsResponse:
     storage = request.app.state.storage
-    if topic is not None and storage.metadata.get(topic) is None:
-        raise HTTPException(404, detail=f"unknown topic {topic!r}")
+    if topic is not None:
+        require_topic(request, caller, Operation.DESCRIBE, topic)
+        if storage.metadata.get(topic) is None:
+            raise HTTPException(404, detail=f"unknown topic {topic!r}")
+    seen: dict[str, bool] = {}
+
+    def visible(name: str) -> bool:
+        if name not in seen:
+            seen[name] = allowed(
+                request, caller, Operation.DESCRIBE, ResourceType.TOPIC, name, audit=False
+            )
+        return seen[name]
+
     out: list[SegmentInfo] = []
     for r in storage.registry.segments(topic, partition, states=(LOCAL, UPLOADED)):
+        if not visible(r.topic):
+            continue
         out.append(
             SegmentInfo(
                 topic=r.topic,
@@ -133,8 +150,10 @@ async def list_segments(
             )
         )
     for cp in storage.registry.checkpoints():
-        if (topic is not None and cp.topic != topic) or (
-            partition is not None and cp.partition != partition
+        if (
+            (topic is not None and cp.topic != topic)
+            or (partition is not None and cp.partition != partition)
+            or not visible(cp.topic)
         ):
             continue
         state = cp.open_state

@@ -7,6 +7,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from app.security.acl import Operation, ResourceType
+
+from .auth import CallerDep, allowed, require_topic
+
 router = APIRouter(tags=["topics"])
 
 
@@ -109,11 +113,17 @@ def _topic(storage: Any, name: str, meta: Any) -> TopicInfo:
 
 
 @router.get(
-    "/topics", summary="List topics with per-partition offsets", response_model=list[TopicInfo]
+    "/topics",
+    summary="List the topics the principal may describe, with per-partition offsets",
+    response_model=list[TopicInfo],
 )
-async def list_topics(request: Request) -> list[TopicInfo]:
+async def list_topics(request: Request, caller: CallerDep) -> list[TopicInfo]:
     storage = request.app.state.storage
-    return [_topic(storage, n, m) for n, m in sorted(storage.metadata.topics().items())]
+    return [
+        _topic(storage, n, m)
+        for n, m in sorted(storage.metadata.topics().items())
+        if allowed(request, caller, Operation.DESCRIBE, ResourceType.TOPIC, n, audit=False)
+    ]
 
 
 @router.get(
@@ -122,7 +132,8 @@ async def list_topics(request: Request) -> list[TopicInfo]:
     response_model=TopicInfo,
     responses={404: {"description": "unknown topic"}},
 )
-async def get_topic(request: Request, topic: str) -> TopicInfo:
+async def get_topic(request: Request, caller: CallerDep, topic: str) -> TopicInfo:
+    require_topic(request, caller, Operation.DESCRIBE, topic)
     storage = request.app.state.storage
     meta = storage.metadata.get(topic)
     if meta is None:
