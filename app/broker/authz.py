@@ -4,10 +4,8 @@ the cluster, a set of names, and the authorized-operations bit field."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from ..security.acl import CLUSTER_NAME, Operation, ResourceType
-from ..security.principal import ANONYMOUS
 from .context import BrokerContext
 from .protocol.codec import Request
 
@@ -38,20 +36,13 @@ SUPPORTED_OPERATIONS: dict[ResourceType, tuple[Operation, ...]] = {
 }
 
 
-# TRANSITION (H3a removes it once Security and Request.principal have landed): a broker
-# built without security, or a request without a principal, is unauthenticated and open.
-def _authorizer(ctx: BrokerContext) -> Any:
-    security = getattr(ctx, "security", None)
-    return None if security is None else security.authorizer
-
-
-def _who(req: Request) -> tuple[str, str]:
-    return getattr(req, "principal", ANONYMOUS), getattr(req, "client_address", "")
+def who(req: Request) -> tuple[str, str]:
+    """The principal and client address (ip) of a request, as the audit log names them."""
+    return req.principal, req.client_address
 
 
 def enabled(ctx: BrokerContext) -> bool:
-    authorizer = _authorizer(ctx)
-    return authorizer is not None and bool(authorizer.enabled)
+    return ctx.security.authorizer.enabled
 
 
 def allowed(
@@ -63,11 +54,9 @@ def allowed(
     *,
     audit: bool = True,
 ) -> bool:
-    authorizer = _authorizer(ctx)
-    if authorizer is None:
-        return True
-    principal, address = _who(req)
-    return bool(authorizer.authorize(principal, address, op, rtype, name, audit=audit))
+    return ctx.security.authorizer.authorize(
+        req.principal, req.client_address, op, rtype, name, audit=audit
+    )
 
 
 def cluster_allowed(ctx: BrokerContext, req: Request, op: Operation, *, audit: bool = True) -> bool:
@@ -98,8 +87,4 @@ def authorized_operations(ctx: BrokerContext, req: Request, rtype: ResourceType,
 def allowed_any(ctx: BrokerContext, req: Request, op: Operation, rtype: ResourceType) -> bool:
     """May the principal `op` some resource of `rtype` (Kafka's authorizeByResourceType, for
     KIP-679's "IDEMPOTENT_WRITE on the cluster or WRITE on any topic")? Not audited."""
-    authorizer = _authorizer(ctx)
-    if authorizer is None:
-        return True
-    principal, address = _who(req)
-    return bool(authorizer.authorize_any(principal, address, op, rtype))
+    return ctx.security.authorizer.authorize_any(req.principal, req.client_address, op, rtype)

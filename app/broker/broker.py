@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from ..config import Settings
+from ..security import Security
 from ..storage.store import Storage
 from .context import ApiSpec, Endpoint, Frame
 from .groups import GroupCoordinator, GroupStore
@@ -18,11 +19,21 @@ log = logging.getLogger(__name__)
 
 
 class Broker:
-    def __init__(self, settings: Settings, storage: Storage, cluster_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        cluster_id: str,
+        security: Security | None = None,
+    ) -> None:
         # Handlers read their settings (auto-creation, default partitions) from here.
         self.settings = settings.broker
         self.storage = storage
         self.cluster_id = cluster_id
+        # The service owns it (the HTTP app shares it) and closes it. TRANSITION: until the
+        # service passes it, the broker opens (and closes) its own.
+        self._own_security = security is None
+        self.security = Security.open(settings) if security is None else security
         self.node_id = settings.broker.node_id
         self.endpoint = Endpoint(
             self.node_id, settings.broker.advertised_host, settings.broker.advertised_kafka_port
@@ -57,6 +68,8 @@ class Broker:
         self.transactions.store.close()
         await self.groups.close()
         self.groups.store.close()
+        if self._own_security:
+            self.security.close()
 
     def supports(self, api_key: int, version: int) -> bool:
         spec = self.apis.get(api_key)

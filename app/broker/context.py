@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import BrokerConfig
+from ..security import Security
 from ..storage import Storage
 from .groups import GroupCoordinator
 from .protocol.codec import Request
@@ -36,6 +37,7 @@ class BrokerContext(Protocol):
     node_id: int
     endpoint: Endpoint
     apis: dict[int, ApiSpec]
+    security: Security
 
 
 Handler = Callable[[BrokerContext, Request], Awaitable[Frame]]

@@ -5,16 +5,23 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from ...security.acl import CLUSTER_NAME, Operation, ResourceType
 from ...storage import errors as se
+from ..authz import authorized_operations, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
-from ..errors import MISMATCHED_ENDPOINT_TYPE, NONE, UNSUPPORTED_ENDPOINT_TYPE
+from ..errors import (
+    CLUSTER_AUTHORIZATION_FAILED,
+    MISMATCHED_ENDPOINT_TYPE,
+    NONE,
+    UNSUPPORTED_ENDPOINT_TYPE,
+)
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 
 DESCRIBE_CLUSTER = 60
 DESCRIBE_LOG_DIRS = 35
-# Kafka's "authorized operations not requested/unknown" sentinel: there is no ACL model.
-OPS_UNKNOWN = -(2**31)
+# Kafka's "authorized operations not requested" sentinel.
+OPS_NOT_REQUESTED = -(2**31)
 ENDPOINT_BROKERS = 1
 ENDPOINT_CONTROLLERS = 2
 
@@ -51,9 +58,21 @@ async def describe_cluster(broker: BrokerContext, req: Request) -> Frame:
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         brokers=brokers,
-        cluster_authorized_operations=OPS_UNKNOWN,
+        cluster_authorized_operations=cluster_operations(
+            broker, req, bool(req.body.include_cluster_authorized_operations)
+        ),
     )
     return respond(req, out)
+
+
+def cluster_operations(broker: BrokerContext, req: Request, requested: bool) -> int:
+    """The cluster's authorized-operations field: only when asked, and 0 to a principal
+    that may not describe the cluster (AuthHelper.computeDescribeClusterResponse)."""
+    if not requested:
+        return OPS_NOT_REQUESTED
+    if not cluster_allowed(broker, req, Operation.DESCRIBE):
+        return 0
+    return authorized_operations(broker, req, ResourceType.CLUSTER, CLUSTER_NAME)
 
 
 def _wanted(broker: BrokerContext, requested: Any) -> dict[str, list[int]]:
@@ -75,6 +94,14 @@ def _wanted(broker: BrokerContext, requested: Any) -> dict[str, list[int]]:
 
 async def describe_log_dirs(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
+    if not cluster_allowed(broker, req, Operation.DESCRIBE):
+        out = build(
+            resp,
+            throttle_time=NO_THROTTLE,
+            error_code=err(CLUSTER_AUTHORIZATION_FAILED),
+            results=(),
+        )
+        return respond(req, out)
     storage = broker.storage
     topics = []
     for name, partitions in _wanted(broker, req.body.topics).items():

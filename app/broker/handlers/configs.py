@@ -11,14 +11,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ...security.acl import Operation, ResourceType
 from ...storage import errors as se
 from ...storage import topicconfig, validate_topic_name
+from ..authz import allowed, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
+    CLUSTER_AUTHORIZATION_FAILED,
     INVALID_CONFIG,
     INVALID_REQUEST,
     INVALID_TOPIC_EXCEPTION,
     NONE,
+    TOPIC_AUTHORIZATION_FAILED,
     UNKNOWN_TOPIC_OR_PARTITION,
     code_for,
 )
@@ -33,6 +37,7 @@ INCREMENTAL_ALTER_CONFIGS = 44
 
 TOPIC = 2
 BROKER = 4
+BROKER_LOGGER = 8
 
 # Kafka's ConfigSource ids.
 DYNAMIC_TOPIC_CONFIG = 1
@@ -165,11 +170,30 @@ def _broker_name_ok(broker: BrokerContext, name: str) -> bool:
     return name in ("", str(broker.node_id))
 
 
-def _describe_one(broker: BrokerContext, mod: Any, res: Any, synonyms: bool, docs: bool) -> Any:
+def denial(
+    broker: BrokerContext, req: Request, op: Operation, rtype: int, name: str
+) -> tuple[int, str] | None:
+    """Why the principal may not `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) the configs of a
+    resource: a topic's are the topic's, a broker's the cluster's (Kafka's ConfigHelper and
+    ControllerApis.authorizeAlterResource). Types this broker does not serve are refused
+    later, whoever asks."""
+    if rtype == TOPIC and not allowed(broker, req, op, ResourceType.TOPIC, name):
+        return TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed."
+    if rtype in (BROKER, BROKER_LOGGER) and not cluster_allowed(broker, req, op):
+        return CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."
+    return None
+
+
+def _describe_one(
+    broker: BrokerContext, req: Request, mod: Any, res: Any, synonyms: bool, docs: bool
+) -> Any:
     rtype, name = int(res.resource_type), res.resource_name
     code, message = NONE, None
     entries: list[Entry] = []
-    if rtype == TOPIC:
+    refused = denial(broker, req, Operation.DESCRIBE_CONFIGS, rtype, name)
+    if refused is not None:
+        code, message = refused
+    elif rtype == TOPIC:
         meta = broker.storage.metadata.get(name)
         if meta is not None:
             entries = topic_entries(broker, meta.configs)
@@ -222,7 +246,7 @@ async def describe_configs(broker: BrokerContext, req: Request) -> Frame:
     body = req.body
     synonyms = bool(getattr(body, "include_synonyms", False))
     docs = bool(getattr(body, "include_documentation", False))
-    results = tuple(_describe_one(broker, mod, r, synonyms, docs) for r in body.resources)
+    results = tuple(_describe_one(broker, req, mod, r, synonyms, docs) for r in body.resources)
     return respond(req, build(resp, throttle_time=NO_THROTTLE, results=results))
 
 
@@ -312,17 +336,21 @@ def _alter_topic(
 
 def _alter_one(
     broker: BrokerContext,
+    req: Request,
     mod: Any,
     res: Any,
     incremental: bool,
-    validate_only: bool,
     repeated: bool,
 ) -> Any:
     rtype, name = int(res.resource_type), res.resource_name
+    validate_only = bool(req.body.validate_only)
     code, message = NONE, None
     try:
         if repeated:
             raise Rejected(INVALID_REQUEST, "resource listed twice in one request")
+        refused = denial(broker, req, Operation.ALTER_CONFIGS, rtype, name)
+        if refused is not None:
+            raise Rejected(*refused)
         if rtype == TOPIC:
             _alter_topic(broker, name, tuple(res.configs), incremental, validate_only)
         elif rtype == BROKER:
@@ -353,10 +381,9 @@ def _alter_one(
 
 def _alter(broker: BrokerContext, req: Request, incremental: bool) -> Frame:
     resp, mod = response_classes(req)
-    validate_only = bool(req.body.validate_only)
     keys = [(int(r.resource_type), r.resource_name) for r in req.body.resources]
     responses = tuple(
-        _alter_one(broker, mod, r, incremental, validate_only, keys.count(k) > 1)
+        _alter_one(broker, req, mod, r, incremental, keys.count(k) > 1)
         for r, k in zip(req.body.resources, keys, strict=True)
     )
     return respond(req, build(resp, throttle_time=NO_THROTTLE, responses=responses))

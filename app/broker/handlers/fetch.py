@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ...security.acl import Operation, ResourceType
 from ...storage import end_offset
 from ...storage import errors as se
 from .. import metrics
+from ..authz import allowed_names, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     FETCH_SESSION_ID_NOT_FOUND,
     NONE,
     OFFSET_OUT_OF_RANGE,
+    TOPIC_AUTHORIZATION_FAILED,
     UNKNOWN_TOPIC_ID,
     UNKNOWN_TOPIC_OR_PARTITION,
     code_for,
@@ -49,17 +53,37 @@ class _Wanted:
     max_bytes: int
 
 
+def _readable(broker: BrokerContext, req: Request, names: Iterable[str]) -> set[str]:
+    """Consumers need READ on each topic; a follower (replica id >= 0) needs CLUSTER_ACTION
+    instead, as in Kafka, though this single broker has none."""
+    body = req.body
+    replica = int(getattr(body, "replica_id", -1))
+    state = getattr(body, "replica_state", None)
+    if state is not None:
+        replica = max(replica, int(state.replica_id))
+    if replica >= 0:
+        return set(names) if cluster_allowed(broker, req, Operation.CLUSTER_ACTION) else set()
+    return allowed_names(broker, req, Operation.READ, ResourceType.TOPIC, names)
+
+
 def _plan(broker: BrokerContext, req: Request) -> tuple[list[FetchTopicResult], list[_Wanted]]:
     by_id = req.header.api_version >= FETCH_TOPIC_IDS_FROM
     topics: list[FetchTopicResult] = []
     wanted: list[_Wanted] = []
-    for t in req.body.topics:
-        if by_id:
-            meta = broker.storage.metadata.get_by_id(t.topic_id)
-            missing = UNKNOWN_TOPIC_ID
-        else:
-            meta = broker.storage.metadata.get(t.topic)
-            missing = UNKNOWN_TOPIC_OR_PARTITION
+    if by_id:
+        # An unknown id is UNKNOWN_TOPIC_ID whoever asks; names are authorized.
+        metas = [broker.storage.metadata.get_by_id(t.topic_id) for t in req.body.topics]
+    else:
+        metas = [broker.storage.metadata.get(t.topic) for t in req.body.topics]
+    names: list[str | None] = [
+        (m.name if m else None) if by_id else t.topic
+        for t, m in zip(req.body.topics, metas, strict=True)
+    ]
+    readable = _readable(broker, req, (n for n in names if n is not None))
+    for t, meta, asked in zip(req.body.topics, metas, names, strict=True):
+        missing = UNKNOWN_TOPIC_ID if by_id else UNKNOWN_TOPIC_OR_PARTITION
+        if asked is not None and asked not in readable:
+            missing, meta = TOPIC_AUTHORIZATION_FAILED, None
         name = meta.name if meta else getattr(t, "topic", "")
         topic_id: uuid.UUID | None = meta.topic_id if meta else getattr(t, "topic_id", None)
         parts: list[FetchPartitionResult] = []

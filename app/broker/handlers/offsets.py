@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...security.acl import Operation, ResourceType
 from ...storage import errors as se
+from ..authz import allowed_names
 from ..context import ApiSpec, BrokerContext, Frame
-from ..errors import INVALID_REQUEST, NONE, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
+from ..errors import (
+    INVALID_REQUEST,
+    NONE,
+    TOPIC_AUTHORIZATION_FAILED,
+    UNKNOWN_TOPIC_OR_PARTITION,
+    UNSUPPORTED_VERSION,
+)
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 
@@ -66,12 +74,17 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
     # Kafka answers every entry of a partition named twice with INVALID_REQUEST.
     duplicated = _duplicates(req.body.topics)
     committed = int(getattr(req.body, "isolation_level", 0)) == READ_COMMITTED
+    describable = allowed_names(
+        broker, req, Operation.DESCRIBE, ResourceType.TOPIC, (t.name for t in req.body.topics)
+    )
     topics: list[Any] = []
     for t in req.body.topics:
         parts = []
         for p in t.partitions:
             index, timestamp = int(p.partition_index), int(p.timestamp)
-            if (t.name, index) in duplicated:
+            if t.name not in describable:
+                code, offset, ts = TOPIC_AUTHORIZATION_FAILED, -1, -1
+            elif (t.name, index) in duplicated:
                 code, offset, ts = INVALID_REQUEST, -1, -1
             elif _unsupported(timestamp, version):
                 code, offset, ts = UNSUPPORTED_VERSION, -1, -1

@@ -6,9 +6,16 @@ import logging
 from collections import Counter
 from typing import Any
 
+from ...security.acl import Operation, ResourceType
 from ...storage import errors as se
+from ..authz import allowed_names
 from ..context import ApiSpec, BrokerContext, Frame
-from ..errors import INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST, NONE
+from ..errors import (
+    INVALID_REPLICA_ASSIGNMENT,
+    INVALID_REQUEST,
+    NONE,
+    TOPIC_AUTHORIZATION_FAILED,
+)
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 from .topics import creation_error
@@ -60,11 +67,16 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     validate_only = bool(req.body.validate_only)
     counts = Counter(t.name for t in req.body.topics)
+    alterable = allowed_names(
+        broker, req, Operation.ALTER, ResourceType.TOPIC, (n for n, c in counts.items() if c == 1)
+    )
     results = []
     for t in req.body.topics:
         message: str | None
         if counts[t.name] > 1:
             code, message = INVALID_REQUEST, "topic listed twice in one request"
+        elif t.name not in alterable:
+            code, message = TOPIC_AUTHORIZATION_FAILED, None
         else:
             code, message = _create(broker, t, validate_only)
         results.append(

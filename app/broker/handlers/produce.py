@@ -6,17 +6,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ...storage import check_records, validate_batches
+from ...security.acl import Operation, ResourceType
+from ...storage import check_records, parse_header, validate_batches
 from ...storage import errors as se
+from ...storage.log import HEADER_SIZE
 from .. import metrics
+from ..authz import allowed, allowed_names, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     CORRUPT_MESSAGE,
     INVALID_RECORD,
     INVALID_REQUIRED_ACKS,
     INVALID_TXN_STATE,
+    TOPIC_AUTHORIZATION_FAILED,
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     UNEXPECTED_MESSAGE,
     UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_OR_PARTITION,
@@ -34,11 +39,15 @@ log = logging.getLogger(__name__)
 PRODUCE = 0
 
 
-def _resolve_topic(broker: BrokerContext, name: str) -> int:
-    """0 when the topic exists (creating it if allowed), else the error code."""
+def _resolve_topic(broker: BrokerContext, req: Request, name: str) -> int:
+    """0 when the topic exists (creating it if allowed), else the error code. Creating
+    needs CREATE on the cluster or the topic, as Metadata's auto-creation does."""
     if broker.storage.metadata.get(name) is not None:
         return 0
-    if not broker.settings.auto_create_topics:
+    if not broker.settings.auto_create_topics or not (
+        cluster_allowed(broker, req, Operation.CREATE, audit=False)
+        or allowed(broker, req, Operation.CREATE, ResourceType.TOPIC, name)
+    ):
         return UNKNOWN_TOPIC_OR_PARTITION
     try:
         broker.storage.create_topic(name, broker.settings.default_partitions, {})
@@ -120,19 +129,56 @@ def _append(
     return result
 
 
+def _has_transactional_records(body: Any) -> bool:
+    """Kafka's RequestUtils.hasTransactionalRecords: the first batch of some partition is
+    transactional. A frame too short for a header is refused later, partition by partition."""
+    for topic in body.topic_data:
+        for pdata in topic.partition_data:
+            records = pdata.records
+            if not records or len(records) < HEADER_SIZE:
+                continue
+            first = parse_header(records)
+            if first.magic == 2 and first.is_transactional:
+                return True
+    return False
+
+
+def _refuse_all(req: Request, code: int) -> Frame:
+    """Every partition answered with `code` (ProduceRequest.getErrorResponse)."""
+    if int(req.body.acks) == 0:
+        return None
+    topics = [
+        (t.name, [PartitionResult(p.index, code) for p in t.partition_data])
+        for t in req.body.topic_data
+    ]
+    return encode_produce_response(req.header.api_version, req.header.correlation_id, topics)
+
+
 async def handle(broker: BrokerContext, req: Request) -> Frame:
     body = req.body
+    txn_id = body.transactional_id
+    if _has_transactional_records(body) and not (
+        txn_id is not None
+        and allowed(broker, req, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id)
+    ):
+        return _refuse_all(req, TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     acks = int(body.acks)
     now_ms = int(time.time() * 1000)
     topics: list[tuple[str, list[PartitionResult]]] = []
     durable: list[Awaitable[None]] = []
+    writable = allowed_names(
+        broker, req, Operation.WRITE, ResourceType.TOPIC, (t.name for t in body.topic_data)
+    )
     for topic in body.topic_data:
         name = topic.name
         results: list[PartitionResult] = []
         topics.append((name, results))
-        topic_error = INVALID_REQUIRED_ACKS if acks not in (0, 1, -1) else 0
-        if not topic_error:
-            topic_error = _resolve_topic(broker, name)
+        if name not in writable:
+            topic_error = TOPIC_AUTHORIZATION_FAILED
+        elif acks not in (0, 1, -1):
+            topic_error = INVALID_REQUIRED_ACKS
+        else:
+            topic_error = _resolve_topic(broker, req, name)
         for pdata in topic.partition_data:
             if topic_error:
                 results.append(PartitionResult(pdata.index, topic_error))

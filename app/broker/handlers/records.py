@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ...security.acl import Operation, ResourceType
 from ...storage import errors as se
+from ..authz import allowed_names
 from ..context import ApiSpec, BrokerContext, Frame
-from ..errors import NONE, UNKNOWN_TOPIC_OR_PARTITION, code_for
+from ..errors import NONE, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION, code_for
 from ..protocol.codec import Request
 from .base import NO_THROTTLE, build, err, respond, response_classes
 
@@ -16,8 +18,21 @@ log = logging.getLogger(__name__)
 DELETE_RECORDS = 21
 
 
-def _delete(broker: BrokerContext, mod: Any, topic: str, p: Any) -> Any:
+def _delete(broker: BrokerContext, mod: Any, topic: str, p: Any, authorized: bool) -> Any:
     partition, offset = int(p.partition_index), int(p.offset)
+    if authorized:
+        code, low = _move_start(broker, topic, partition, offset)
+    else:
+        code, low = TOPIC_AUTHORIZATION_FAILED, -1
+    return build(
+        mod.DeleteRecordsPartitionResult,
+        partition_index=partition,
+        low_watermark=low,
+        error_code=err(code),
+    )
+
+
+def _move_start(broker: BrokerContext, topic: str, partition: int, offset: int) -> tuple[int, int]:
     code, low = NONE, -1
     try:
         plog = broker.storage.log(topic, partition)
@@ -29,21 +44,21 @@ def _delete(broker: BrokerContext, mod: Any, topic: str, p: Any) -> Any:
         code = UNKNOWN_TOPIC_OR_PARTITION
     except se.StorageError as exc:
         code = code_for(exc)
-    return build(
-        mod.DeleteRecordsPartitionResult,
-        partition_index=partition,
-        low_watermark=low,
-        error_code=err(code),
-    )
+    return code, low
 
 
 async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
+    deletable = allowed_names(
+        broker, req, Operation.DELETE, ResourceType.TOPIC, (t.name for t in req.body.topics)
+    )
     topics = tuple(
         build(
             mod.DeleteRecordsTopicResult,
             name=t.name,
-            partitions=tuple(_delete(broker, mod, t.name, p) for p in t.partitions),
+            partitions=tuple(
+                _delete(broker, mod, t.name, p, t.name in deletable) for p in t.partitions
+            ),
         )
         for t in req.body.topics
     )

@@ -7,8 +7,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ...security.acl import Operation, ResourceType
 from ...storage import PartitionLimit, metadata
 from ...storage import errors as se
+from ..authz import allowed_names, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
     INVALID_PARTITIONS,
@@ -17,6 +19,7 @@ from ..errors import (
     INVALID_REQUEST,
     NONE,
     POLICY_VIOLATION,
+    TOPIC_AUTHORIZATION_FAILED,
     UNKNOWN_SERVER_ERROR,
     UNKNOWN_TOPIC_ID,
     UNKNOWN_TOPIC_OR_PARTITION,
@@ -100,7 +103,9 @@ def _partition_count(broker: BrokerContext, t: Any) -> int:
     return partitions
 
 
-def _create_one(broker: BrokerContext, mod: Any, t: Any, validate_only: bool) -> Any:
+def _create_one(
+    broker: BrokerContext, mod: Any, t: Any, validate_only: bool, describable: bool
+) -> Any:
     result: dict[str, Any] = {
         "name": t.name,
         "topic_id": None,
@@ -128,6 +133,14 @@ def _create_one(broker: BrokerContext, mod: Any, t: Any, validate_only: bool) ->
         return build(mod.CreatableTopicResult, **result)
     if not validate_only:
         log.info("created topic %s with %d partitions", meta.name, meta.partitions)
+    if not describable:
+        # Kafka returns configs, partitions and replication factor only with DESCRIBE_CONFIGS.
+        result.update(
+            topic_id=None if validate_only else meta.topic_id,
+            configs=(),
+            topic_config_error_code=TOPIC_AUTHORIZATION_FAILED,
+        )
+        return build(mod.CreatableTopicResult, **result)
     result.update(
         topic_id=None if validate_only else meta.topic_id,
         num_partitions=meta.partitions,
@@ -154,21 +167,32 @@ async def create_topics(broker: BrokerContext, req: Request) -> Frame:
     validate_only = bool(getattr(req.body, "validate_only", False))
     # Kafka creates none of the entries of a name listed twice.
     counts = Counter(t.name for t in req.body.topics)
+    unique = [n for n, c in counts.items() if c == 1]
+    if cluster_allowed(broker, req, Operation.CREATE, audit=False):
+        creatable = set(unique)
+    else:
+        creatable = allowed_names(broker, req, Operation.CREATE, ResourceType.TOPIC, unique)
+    describable = allowed_names(
+        broker, req, Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC, unique, audit=False
+    )
     results = []
     for t in req.body.topics:
-        if counts[t.name] > 1:
+        if counts[t.name] > 1 or t.name not in creatable:
+            twice = counts[t.name] > 1
             results.append(
                 build(
                     mod.CreatableTopicResult,
                     name=t.name,
                     topic_id=None,
-                    error_code=err(INVALID_REQUEST),
-                    error_message="topic listed twice in one request",
+                    error_code=err(INVALID_REQUEST if twice else TOPIC_AUTHORIZATION_FAILED),
+                    error_message="topic listed twice in one request"
+                    if twice
+                    else "Authorization failed.",
                     configs=None,
                 )
             )
             continue
-        results.append(_create_one(broker, mod, t, validate_only))
+        results.append(_create_one(broker, mod, t, validate_only, t.name in describable))
     return respond(req, build(resp, throttle_time=NO_THROTTLE, topics=tuple(results)))
 
 
@@ -183,13 +207,47 @@ def _deletion_key(name: str | None, topic_id: Any) -> tuple[str, Any] | str:
     return ("id", topic_id) if has_id else ("name", name)
 
 
-def _delete_one(broker: BrokerContext, key: tuple[str, Any]) -> tuple[Any, int, str | None]:
-    """(meta or None, error code, message) after deleting one topic."""
+@dataclass(frozen=True)
+class _Grants:
+    """The topics a DeleteTopics request may see and delete (all with DELETE on the cluster)."""
+
+    describable: set[str]
+    deletable: set[str]
+
+
+def _grants(broker: BrokerContext, req: Request, keys: list[Any]) -> _Grants:
+    names: set[str] = set()
+    for key in keys:
+        if key[0] == "name":
+            names.add(key[1])
+        elif (meta := broker.storage.metadata.get_by_id(key[1])) is not None:
+            names.add(meta.name)
+    if cluster_allowed(broker, req, Operation.DELETE, audit=False):
+        return _Grants(names, names)
+    return _Grants(
+        allowed_names(broker, req, Operation.DESCRIBE, ResourceType.TOPIC, names),
+        allowed_names(broker, req, Operation.DELETE, ResourceType.TOPIC, names),
+    )
+
+
+def _delete_one(
+    broker: BrokerContext, key: tuple[str, Any], grants: _Grants
+) -> tuple[Any, int, str | None]:
+    """(meta or None, error code, message) after deleting one topic. As KRaft's
+    ControllerApis.deleteTopics, a name the principal may not describe is refused before
+    looking it up, and the name of an id is not revealed to one who may not describe it."""
     kind, value = key
+    refused = TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed."
     if kind == "id":
         meta, missing = broker.storage.metadata.get_by_id(value), UNKNOWN_TOPIC_ID
+        if meta is not None and meta.name not in grants.deletable:
+            return (meta if meta.name in grants.describable else None), *refused
     else:
+        if value not in grants.describable:
+            return None, *refused
         meta, missing = broker.storage.metadata.get(value), UNKNOWN_TOPIC_OR_PARTITION
+        if meta is not None and value not in grants.deletable:
+            return None, *refused
     if meta is None:
         return None, missing, "topic does not exist"
     broker.storage.delete_topic(meta.name)
@@ -209,6 +267,7 @@ async def delete_topics(broker: BrokerContext, req: Request) -> Frame:
     keys = [_deletion_key(name, topic_id) for name, topic_id in wanted]
     # A topic named twice is not deleted, and answered once.
     counts = Counter(k for k in keys if not isinstance(k, str))
+    grants = _grants(broker, req, [k for k, n in counts.items() if n == 1])
     answered: set[Any] = set()
     results = []
     for (name, topic_id), key in zip(wanted, keys, strict=True):
@@ -222,7 +281,7 @@ async def delete_topics(broker: BrokerContext, req: Request) -> Frame:
             answered.add(key)
             code, message = INVALID_REQUEST, f"duplicate topic {key[0]}"
         else:
-            meta, code, message = _delete_one(broker, key)
+            meta, code, message = _delete_one(broker, key, grants)
         results.append(
             build(
                 mod.DeletableTopicResult,
