@@ -1,4 +1,5 @@
-"""`python -m app` / `chronik`: parse settings and run the service."""
+"""`python -m app` / `chronik`: parse settings and run the service; `python -m app users ...`
+manages SCRAM users (app.security.cli)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import load_settings
-from .service import serve
+from .security import cli
 
 
 def _raise_open_file_limit() -> None:
@@ -24,7 +25,13 @@ def _raise_open_file_limit() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if cli.is_cli(args):
+        sys.exit(cli.main(args))
+    settings = load_settings(args)
+    # Imported only for the server: the users CLI should not load the whole service.
+    from .service import serve
+
     _raise_open_file_limit()
     logging.basicConfig(
         level=settings.log_level.upper(),
