@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 
@@ -21,56 +22,158 @@ _XERIAL_BLOCK = 32 * 1024
 _BE_I32 = struct.Struct(">i")
 
 
+# The most a batch's payload may inflate to. The produce path stores batches unread, so this
+# binds the readers (indexer, search, cleaner, per-record produce checks): without it a few
+# KB of gzip or zstd inflate to gigabytes. 64x Kafka's default max.message.bytes and
+# librdkafka's batch.size; each reader holds one inflated batch at a time.
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+_NAMES = {GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
+# Streams are inflated this much at a time, so that passing the limit is seen in time.
+_CHUNK = 1024 * 1024
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_BLOCK_MAX = 128 * 1024
+
+
 class DecompressError(Exception):
     pass
 
 
-def _snappy(data: bytes) -> bytes:
+def _too_large(codec: int, limit: int) -> DecompressError:
+    return DecompressError(
+        f"codec {codec} ({_NAMES[codec]}): the batch inflates past {limit} bytes"
+    )
+
+
+def _bounded(codec: int, chunks: Iterator[bytes], limit: int) -> bytes:
+    """The chunks joined, refusing as soon as they pass `limit`: a bomb costs at most the
+    limit in memory, not the limit and the copy a join makes."""
+    parts: list[bytes] = []
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(codec, limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _gzip_chunks(data: bytes) -> Iterator[bytes]:
+    d = zlib.decompressobj(47)  # gzip or zlib header, auto-detected
+    pending = data
+    while not d.eof:
+        chunk = d.decompress(pending, _CHUNK)
+        pending = d.unconsumed_tail
+        if not chunk and not pending and not d.eof:
+            raise DecompressError(f"codec {GZIP}: incomplete or truncated stream")
+        yield chunk
+
+
+def _gzip(data: bytes, limit: int) -> bytes:
+    return _bounded(GZIP, _gzip_chunks(data), limit)
+
+
+def _snappy(data: bytes, limit: int) -> bytes:
     import cramjam
 
-    if data[:8] == _XERIAL_MAGIC:
-        out = bytearray()
-        pos = _XERIAL_HEADER
-        while pos < len(data):
-            if pos + 4 > len(data):
-                raise DecompressError("truncated xerial snappy block header")
-            (n,) = struct.unpack_from(">i", data, pos)
-            pos += 4
-            if n < 0 or pos + n > len(data):
-                raise DecompressError("truncated xerial snappy block")
-            out += bytes(cramjam.snappy.decompress_raw(data[pos : pos + n]))
-            pos += n
-        return bytes(out)
-    return bytes(cramjam.snappy.decompress_raw(data))
+    if data[:8] != _XERIAL_MAGIC:
+        # A raw block starts with its length: refuse before allocating it.
+        if int(cramjam.snappy.decompress_raw_len(data)) > limit:
+            raise _too_large(SNAPPY, limit)
+        return bytes(cramjam.snappy.decompress_raw(data))
+    out = bytearray()
+    pos = _XERIAL_HEADER
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise DecompressError("truncated xerial snappy block header")
+        (n,) = _BE_I32.unpack_from(data, pos)
+        pos += 4
+        if n < 0 or pos + n > len(data):
+            raise DecompressError("truncated xerial snappy block")
+        block = data[pos : pos + n]
+        if len(out) + int(cramjam.snappy.decompress_raw_len(block)) > limit:
+            raise _too_large(SNAPPY, limit)
+        out += bytes(cramjam.snappy.decompress_raw(block))
+        pos += n
+    return bytes(out)
 
 
-def _lz4(data: bytes) -> bytes:
+def _lz4_chunks(data: bytes) -> Iterator[bytes]:
     import lz4.frame
 
-    return bytes(lz4.frame.decompress(data))
+    d = lz4.frame.LZ4FrameDecompressor()
+    pending = data
+    while not d.eof:
+        chunk = bytes(d.decompress(pending, max_length=_CHUNK))
+        pending = b""
+        if not chunk and d.needs_input and not d.eof:
+            raise DecompressError(f"codec {LZ4}: frame incomplete")
+        yield chunk
 
 
-def _zstd(data: bytes) -> bytes:
+def _lz4(data: bytes, limit: int) -> bytes:
+    import lz4.frame
+
+    if int(lz4.frame.get_frame_info(data)["content_size"]) > limit:
+        raise _too_large(LZ4, limit)
+    return _bounded(LZ4, _lz4_chunks(data), limit)
+
+
+def _zstd_bound(data: bytes) -> int:
+    """The most the first zstd frame can inflate to, from its block headers (RFC 8878: a raw
+    or RLE block states its size, a compressed one regenerates at most 128 KiB), without
+    inflating anything. DecompressError if the frame is cut short."""
+    if len(data) < 5 or data[:4] != _ZSTD_MAGIC:
+        raise DecompressError(f"codec {ZSTD}: not a zstd frame")
+    fhd = data[4]
+    single_segment = fhd & 0x20
+    fcs_size = (0, 2, 4, 8)[fhd >> 6] or (1 if single_segment else 0)
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3] + fcs_size
+    bound = 0
+    while True:
+        if pos + 3 > len(data):
+            raise DecompressError(f"codec {ZSTD}: frame incomplete")
+        header = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        kind, size = (header >> 1) & 3, header >> 3
+        pos += 3 + (1 if kind == 1 else size)
+        bound += _ZSTD_BLOCK_MAX if kind == 2 else size
+        if header & 1:
+            break
+    if pos + (4 if fhd & 4 else 0) > len(data):
+        raise DecompressError(f"codec {ZSTD}: frame incomplete")
+    return bound
+
+
+def _zstd(data: bytes, limit: int) -> bytes:
     import zstandard
 
-    # librdkafka omits the content size from its frames, so the one-shot
-    # decompress() refuses them; a streaming object handles both. Objects are
-    # not thread-safe, hence one per call.
-    return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(data))
+    # librdkafka omits the content size from its frames, so the one-shot decompress()
+    # refuses them (and where a frame states one, it allocates that much, true or not); a
+    # streaming object handles both, but inflates all it is given: the block headers bound
+    # what it will make first. Objects are not thread-safe, hence one per call.
+    if _zstd_bound(data) <= limit:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out = bytes(d.decompress(data))
+        if not d.eof:
+            raise DecompressError(f"codec {ZSTD}: frame incomplete")
+        return out
+    chunks = zstandard.ZstdDecompressor().read_to_iter(data, write_size=_CHUNK)
+    return _bounded(ZSTD, chunks, limit)
 
 
-def decompress(codec: int, data: bytes) -> bytes:
+def decompress(codec: int, data: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
+    """The payload inflated; DecompressError if it is corrupt, truncated or would inflate
+    past `limit` bytes (found out having inflated at most that much)."""
+    if codec == NONE:
+        return data
     try:
-        if codec == NONE:
-            return data
         if codec == GZIP:
-            return zlib.decompress(data, 47)  # gzip or zlib header, auto-detected
+            return _gzip(data, limit)
         if codec == SNAPPY:
-            return _snappy(data)
+            return _snappy(data, limit)
         if codec == LZ4:
-            return _lz4(data)
+            return _lz4(data, limit)
         if codec == ZSTD:
-            return _zstd(data)
+            return _zstd(data, limit)
     except DecompressError:
         raise
     except Exception as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app.storage.errors import CorruptBatch, InvalidRecords, InvalidTimestamps
 from app.storage.log.batch import BatchHeader, Buffer
+from app.storage.log.codecs import DecompressError
 from app.storage.log.records import RecordError, iter_records
 from app.storage.log.topicconfig import LONG_MAX, LogConfig
 
@@ -13,6 +14,9 @@ NO_TIMESTAMP = -1
 
 # Kafka shows at most this many record errors in the top-level message.
 _SHOWN = 3
+# Kafka lists every refused record; a compressed batch of tiny records holds millions in a
+# few KB, so the list stops here (the message still counts them all).
+MAX_RECORD_ERRORS = 1000
 
 
 def _needs_records(cfg: LogConfig) -> bool:
@@ -38,32 +42,33 @@ def check_records(
     check_time = not cfg.log_append_time
     low = now_ms - cfg.timestamp_before_max_ms
     high = now_ms + cfg.timestamp_after_max_ms
+    no_key = f"Compacted topic cannot accept message without key in {where}."
     errors: list[tuple[int, str]] = []
+    refused = 0
     bad_time = False
     view = memoryview(data)
     for start, end, header in batches:
         if header.is_control:
             continue
         try:
-            records = list(iter_records(view[start:end]))
-        except RecordError as exc:
-            raise CorruptBatch(f"record batch at {start} in {where}: {exc}") from None
-        # One error a record, the key's first, as Kafka's LogValidator.validateRecord.
-        for index, record in enumerate(records):
-            ts = record.timestamp
-            if cfg.compact and record.key is None:
-                errors.append(
-                    (index, f"Compacted topic cannot accept message without key in {where}.")
-                )
-            elif check_time and ts != NO_TIMESTAMP and not low <= ts <= high:
-                bad_time = True
-                errors.append(
-                    (
-                        index,
+            # One error a record, the key's first, as Kafka's LogValidator.validateRecord.
+            for index, record in enumerate(iter_records(view[start:end])):
+                ts = record.timestamp
+                if cfg.compact and record.key is None:
+                    message = no_key
+                elif check_time and ts != NO_TIMESTAMP and not low <= ts <= high:
+                    bad_time = True
+                    message = (
                         f"Timestamp {ts} of message with offset {record.offset} is out of "
-                        f"range. The timestamp should be within [{low}, {high}]",
+                        f"range. The timestamp should be within [{low}, {high}]"
                     )
-                )
+                else:
+                    continue
+                refused += 1
+                if len(errors) < MAX_RECORD_ERRORS:
+                    errors.append((index, message))
+        except (RecordError, DecompressError) as exc:
+            raise CorruptBatch(f"record batch at {start} in {where}: {exc}") from None
     if not errors:
         return
     if bad_time:
@@ -72,7 +77,7 @@ def check_records(
         )
     shown = ", ".join(f"RecordError(batchIndex={i}, message='{m}')" for i, m in errors[:_SHOWN])
     raise InvalidRecords(
-        f"One or more records have been rejected due to {len(errors)} record errors in "
+        f"One or more records have been rejected due to {refused} record errors in "
         f"total, and only showing the first three errors at most: [{shown}]",
         errors,
     )
