@@ -6,12 +6,25 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from typing import Any
 
+from ..security import Security
+from ..security.principal import ANONYMOUS
+from ..security.tls import peer_principal
 from . import metrics
 from .broker import Broker
+from .conn_limits import (
+    IDLE_CLOSED,
+    READ_PAUSES,
+    REFUSED,
+    TLS_FAILURES,
+    ConnectionLimits,
+    InflightBudget,
+    ThrottledWarning,
+)
 from .context import Frame
 from .errors import UNEXPECTED_MESSAGE, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
@@ -26,6 +39,7 @@ from .protocol.codec import (
     peek_header,
 )
 from .protocol.framing import FrameDecoder, FrameTooLarge, InvalidFrame
+from .session import MAX_RECEIVE_SIZE, SaslSession, Step
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +50,40 @@ MAX_IN_FLIGHT = 256
 
 
 class _Slot:
-    """One request's place in the response order."""
+    """One request's place in the response order; `size` is what it holds of the
+    connection's and the server's in-flight bytes until it is answered."""
 
-    __slots__ = ("close_after", "done", "frame")
+    __slots__ = ("close_after", "done", "frame", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 0) -> None:
         self.done = False
         self.frame: Frame = None
         self.close_after = False
+        self.size = size
 
 
 class KafkaConnection(asyncio.Protocol):
     def __init__(self, server: KafkaServer) -> None:
         self.server = server
         self.broker = server.broker
-        self.decoder = FrameDecoder(server.broker.settings.max_request_bytes)
+        self.session = SaslSession(server.security, "") if server.sasl else None
+        max_size = server.broker.settings.max_request_bytes
+        if self.session is not None:
+            max_size = min(max_size, MAX_RECEIVE_SIZE)
+        self.decoder = FrameDecoder(max_size)
         self.pending: deque[_Slot] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.client_host = ""
+        self.address = ""
+        # The principal of a connection without SASL: a client certificate's CN, if any.
+        self.principal = ANONYMOUS
+        self.inflight = 0  # bytes of requests read and not yet answered
+        self._counted = 0  # what this connection holds of the server's budget
+        self.last_active = time.monotonic()
+        self._admitted = False
+        self._ready = False  # the TLS handshake, if any, is done
         self._closing = False
         self._read_paused = False
         self._write_paused = False
@@ -64,38 +92,120 @@ class KafkaConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
-        self.client_host = f"/{self.peer[0]}" if self.peer else ""
+        self.address = str(self.peer[0]) if self.peer else ""
+        self.client_host = f"/{self.address}" if self.peer else ""
+        server = self.server
+        refused = server.limits.admit(self.address)
+        if refused is not None:
+            self._closing = True
+            REFUSED.labels(refused).inc()
+            server.refused_log.warning(
+                "refusing Kafka connection from %s: %s",
+                self.address,
+                "max_connections reached"
+                if refused == "total"
+                else "max_connections_per_ip reached for this address",
+            )
+            transport.close()
+            return
+        self._admitted = True
+        server.connections.add(self)
+        if self.session is not None:
+            self.session.address = self.address
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Fetch responses go out as a header plus batch buffers; with Nagle
             # on, the tail waits for the client's delayed ACK (~40 ms).
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
+        if server.ssl_context is None:
+            self._ready = True
+            return
+        # TLS starts after the connection is counted, so handshakes in progress count
+        # against the limits too. Nothing may be read as Kafka frames before it.
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self._track(asyncio.get_running_loop().create_task(self._start_tls(server.ssl_context)))
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        raw = self.transport
+        assert raw is not None
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.handshake_timeout,
+            )
+        except asyncio.CancelledError:
+            self._released()
+            raise
+        except Exception as exc:
+            if not self._closing:
+                TLS_FAILURES.inc()
+                self.server.tls_log.warning(
+                    "TLS handshake with %s failed: %s", self.address, exc or type(exc).__name__
+                )
+            self._closing = True
+            raw.close()
+            self._released()
+            return
+        if tls is None or self._closing:
+            raw.close()
+            self._released()
+            return
+        self.transport = tls
+        self._ready = True
+        self.last_active = time.monotonic()
+        if self.server.certificate_principal:
+            self.principal = peer_principal(tls.get_extra_info("ssl_object")) or ANONYMOUS
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self.server.connections.discard(self)
+        self._released()
         for task in self.tasks:
             task.cancel()
 
+    def _released(self) -> None:
+        """Give back what the connection counted against the server's limits (once)."""
+        if not self._admitted:
+            return
+        self._admitted = False
+        server = self.server
+        server.limits.release(self.address)
+        server.connections.discard(self)
+        server.budget.forget(self)
+        server.budget.change(-self._counted)
+        self._counted = 0
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close_idle(self) -> None:
+        IDLE_CLOSED.inc()
+        log.debug("closing idle connection from %s", self.peer)
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or not self._ready:
             return
         try:
             frames = self.decoder.feed(data)
-        except FrameTooLarge as exc:
+        except (FrameTooLarge, InvalidFrame) as exc:
             log.warning("closing connection from %s: %s", self.peer, exc)
             self._close_after_pending()
             return
-        except InvalidFrame as exc:
-            log.warning("closing connection from %s: %s", self.peer, exc)
-            self._close_after_pending()
-            return
+        if frames:
+            self.last_active = time.monotonic()
         for frame in frames:
             if self._closing:
-                return
+                break
             self._dispatch(frame)
+        self._account()
         self._update_reading()
 
     def pause_writing(self) -> None:
@@ -106,27 +216,62 @@ class KafkaConnection(asyncio.Protocol):
         self._write_paused = False
         self._update_reading()
 
-    def _update_reading(self) -> None:
-        if self.transport is None or self._closing:
+    def _account(self) -> None:
+        """Bring the server's in-flight total up to date with this connection's bytes:
+        requests not yet answered and the partial frame being read."""
+        if not self._admitted:
             return
-        want_pause = self._write_paused or len(self.pending) >= MAX_IN_FLIGHT
-        if want_pause and not self._read_paused:
+        held = self.inflight + self.decoder.buffered
+        delta = held - self._counted
+        if delta:
+            self._counted = held
+            self.server.budget.change(delta)
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self._closing or not self._ready:
+            return
+        server = self.server
+        pause = self._write_paused or len(self.pending) >= MAX_IN_FLIGHT
+        limit = ""
+        # Only a connection with requests of its own in flight waits for them: a frame
+        # larger than the limit is still read whole, then answered.
+        held = self.inflight + self.decoder.buffered
+        if not pause and self.inflight and held >= server.connection_max_inflight:
+            pause, limit = True, "connection"
+        # Waiting for the total budget is safe for a connection whose requests will be
+        # answered or that holds nothing; one in the middle of a frame finishes reading it.
+        if not pause and server.budget.exhausted and (self.inflight or not self.decoder.buffered):
+            pause, limit = True, "total"
+            server.budget.wait(self, self._update_reading)
+        if pause and not self._read_paused:
             self.transport.pause_reading()
             self._read_paused = True
-        elif not want_pause and self._read_paused:
+            if limit:
+                READ_PAUSES.labels(limit).inc()
+        elif not pause and self._read_paused:
             self.transport.resume_reading()
             self._read_paused = False
 
     def _dispatch(self, frame: bytes) -> None:
+        size = len(frame) + 4
+        session = self.session
+        if session is not None and session.raw_tokens:
+            self._answer(session.receive_token(frame), size)
+            return
         try:
             api_key, version, correlation_id = peek_header(frame)
         except MalformedRequest:
             log.warning("closing connection from %s: unreadable request header", self.peer)
             self._close_after_pending()
             return
+        if session is not None and session.needs(api_key):
+            step = session.receive(frame, api_key, version)
+            if not step.serve:
+                self._answer(step, size)
+                return
         broker = self.broker
         if not broker.supports(api_key, version):
-            slot = _Slot()
+            slot = _Slot(size)
             slot.done = True
             if api_key == API_VERSIONS_KEY:
                 slot.frame = unsupported_version_response(broker, correlation_id)
@@ -145,7 +290,7 @@ class KafkaConnection(asyncio.Protocol):
             metrics.REQUESTS.labels(
                 metrics.api_name(api_key), str(version), "UNSUPPORTED_VERSION"
             ).inc()
-            self.pending.append(slot)
+            self._queue(slot)
             self._flush()
             return
         try:
@@ -155,11 +300,41 @@ class KafkaConnection(asyncio.Protocol):
             self._close_after_pending()
             return
         req.client_host = self.client_host
-        slot = _Slot()
+        req.client_address = self.address
+        req.principal = session.principal if session is not None else self.principal
+        slot = _Slot(size)
+        self._queue(slot)
+        self._track(asyncio.get_running_loop().create_task(self._run(slot, req)))
+
+    def _queue(self, slot: _Slot) -> None:
         self.pending.append(slot)
-        task = asyncio.get_running_loop().create_task(self._run(slot, req))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.inflight += slot.size
+
+    def _answer(self, step: Step, size: int) -> None:
+        """Queue the session's answer to a frame, held `step.delay` seconds when it says so."""
+        session = self.session
+        assert session is not None
+        # Bare SASL tokens (SaslHandshake v0) may be shorter than a request header; after
+        # authentication frames are as large as any request may be.
+        self.decoder.min_size = 0 if session.raw_tokens else 8
+        if session.authenticated:
+            self.decoder.max_size = self.broker.settings.max_request_bytes
+        slot = _Slot(size)
+        slot.frame = step.frame
+        slot.close_after = step.close
+        self._queue(slot)
+        if step.close:
+            self._closing = True
+        if step.delay > 0:
+            self._track(asyncio.get_running_loop().create_task(self._hold(slot, step.delay)))
+            return
+        slot.done = True
+        self._flush()
+
+    async def _hold(self, slot: _Slot, delay: float) -> None:
+        await asyncio.sleep(delay)
+        slot.done = True
+        self._flush()
 
     async def _run(self, slot: _Slot, req: Request) -> None:
         started = time.perf_counter()
@@ -215,6 +390,7 @@ class KafkaConnection(asyncio.Protocol):
         pending = self.pending
         while pending and pending[0].done:
             slot = pending.popleft()
+            self.inflight -= slot.size
             frame = slot.frame
             if frame is not None and not transport.is_closing():
                 if isinstance(frame, bytes):
@@ -224,23 +400,65 @@ class KafkaConnection(asyncio.Protocol):
             if slot.close_after:
                 self._closing = True
                 pending.clear()
+                self.inflight = 0
+                self._account()
                 transport.close()
                 return
+        if not pending:
+            # Idle time counts from the last answer too: a long poll is not idleness.
+            self.last_active = time.monotonic()
+        self._account()
         self._update_reading()
 
 
 class KafkaServer:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self, broker: Broker, security: Security, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.broker = broker
+        self.security = security
+        cfg = security.settings
+        limits = security.limits
+        self.sasl = cfg.sasl_enabled
+        # The listener speaks TLS when the service gives it a context (SSL, SASL_SSL).
+        self.ssl_context = ssl_context
+        # SSL's principal is the client certificate's; SASL_SSL's is the SASL identity.
+        self.certificate_principal = ssl_context is not None and not self.sasl
+        self.limits = ConnectionLimits(limits.max_connections, limits.max_connections_per_ip)
+        self.budget = InflightBudget(limits.max_inflight_bytes)
+        self.connection_max_inflight = limits.connection_max_inflight_bytes
+        self.idle_s = limits.connections_max_idle_ms / 1000
+        self.handshake_timeout = max(1.0, min(60.0, self.idle_s))
+        self.refused_log = ThrottledWarning(log)
+        self.tls_log = ThrottledWarning(log)
         self.connections: set[KafkaConnection] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: KafkaConnection(self), host, port, reuse_address=True, backlog=1024
         )
-        log.info("Kafka listener on %s:%d", host, port)
+        self._sweeper = loop.create_task(self._close_idle())
+        log.info(
+            "Kafka listener on %s:%d (%s)",
+            host,
+            port,
+            self.security.settings.kafka_security_protocol,
+        )
+
+    async def _close_idle(self) -> None:
+        """Close connections without a complete request for connections_max_idle_ms and
+        nothing in flight: idle clients, slow or partial frames, stalled handshakes."""
+        idle = self.idle_s
+        interval = min(1.0, max(0.05, idle / 10))
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - idle
+            for conn in [c for c in self.connections if c.last_active < deadline]:
+                if not conn.pending:
+                    conn.close_idle()
 
     @property
     def port(self) -> int:
@@ -254,6 +472,8 @@ class KafkaServer:
         the grace period is a fetch long-poll, which is cancelled (its client
         reconnects and fetches again).
         """
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         tasks = [t for c in self.connections for t in c.tasks]
