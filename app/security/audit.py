@@ -9,26 +9,40 @@ import logging
 log = logging.getLogger("chronik.audit")
 
 
+def _clean(value: str) -> str:
+    """Client-chosen text (user names, topics) with control characters escaped, so a name
+    holding a newline cannot forge a line of the audit log."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
+
+
 def auth_failed(mechanism: str, user: str | None, address: str, reason: str) -> None:
     log.info(
         "authentication failed: mechanism=%s user=%s address=%s reason=%s",
-        mechanism,
-        user if user is not None else "-",
+        _clean(mechanism),
+        _clean(user) if user is not None else "-",
         address,
-        reason,
+        _clean(reason),
     )
 
 
 def denied(principal: str, address: str, operation: str, resource_type: str, resource: str) -> None:
     log.info(
         "denied: principal=%s address=%s operation=%s resource=%s:%s",
-        principal,
+        _clean(principal),
         address,
         operation,
         resource_type,
-        resource,
+        _clean(resource),
     )
 
 
 def changed(principal: str, address: str, action: str, detail: str) -> None:
-    log.info("changed: principal=%s address=%s action=%s %s", principal, address, action, detail)
+    log.info(
+        "changed: principal=%s address=%s action=%s %s",
+        _clean(principal),
+        address,
+        action,
+        _clean(detail),
+    )

@@ -213,3 +213,21 @@ def test_plain() -> None:
         with pytest.raises(AuthenticationFailed, match=message) as exc:
             authenticate_plain(token, verify)
         assert "pw" not in str(exc.value).replace("password", "")
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kafka_python_scram_client(mechanism: str) -> None:
+    """kafka-python's own SCRAM client (not ours) against the server, both outcomes."""
+    from kafka.net.sasl.scram import ScramClient
+
+    creds = {"alice": scram.derive(mechanism, "pässword".encode())}
+    for password, ok in [("pässword", True), ("password", False)]:
+        client = ScramClient("alice", password, mechanism)
+        server = scram.ScramServer(mechanism, creds.get)
+        client.process_server_first_message(server.step(client.first_message()))
+        if ok:
+            client.process_server_final_message(server.step(client.final_message()))
+            assert server.complete
+        else:
+            with pytest.raises(AuthenticationFailed):
+                server.step(client.final_message())

@@ -4,6 +4,7 @@ durability across reopen), the failure limiter and Security.open."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,16 @@ def test_security_open(tmp_path: Path) -> None:
     assert security.limiter.per_minute == 7 and security.tokens.max_ttl_s == 99
     security.close()
     assert "python -m app users set NAME --mechanism SCRAM-SHA-256" in no_users_message()
+
+
+def test_audit_lines_cannot_be_forged(caplog: pytest.LogCaptureFixture) -> None:
+    from app.security import audit
+
+    with caplog.at_level(logging.INFO, logger="chronik.audit"):
+        audit.auth_failed("PLAIN", "eve\nINFO chronik.audit: changed", "1.2.3.4", "bad\rproof")
+        audit.denied("User:a\x1b[31m", "1.2.3.4", "READ", "TOPIC", "t\n")
+        audit.changed("User:ü", "local", "ACL created", "topic ünï")
+    lines = [r.getMessage() for r in caplog.records]
+    assert all("\n" not in m and "\r" not in m and "\x1b" not in m for m in lines)
+    assert "user=eve\\nINFO chronik.audit: changed" in lines[0]
+    assert "principal=User:ü" in lines[2] and "topic ünï" in lines[2]
