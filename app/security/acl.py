@@ -326,7 +326,8 @@ class Authorizer:
             return
         if self._store is not None:
             self._store.add_acls(new)
-        self._acls.update(dict.fromkeys(new))
+        # Copy on write: describe() on another thread never sees the dict change under it.
+        self._acls = {**self._acls, **dict.fromkeys(new)}
         self._rebuild()
 
     def delete(self, filters: list[AclFilter]) -> list[list[AclBinding]]:
@@ -341,8 +342,8 @@ class Authorizer:
         if gone:
             if self._store is not None:
                 self._store.delete_acls(gone)
-            for b in gone:
-                del self._acls[b]
+            dropped = set(gone)
+            self._acls = {b: None for b in self._acls if b not in dropped}
             self._rebuild()
         return matched
 
