@@ -104,7 +104,7 @@ class Service:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await self.storage.start()
         self._warn_without_users()
-        broker = Broker(s, self.storage, cluster_id(s.data_dir))
+        broker = Broker(s, self.storage, cluster_id(s.data_dir), self.security)
         kafka_tls = self.tls_context if s.security.tls_enabled else None
         self.kafka = KafkaServer(broker, self.security, kafka_tls)
         await broker.groups.start()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge
 
 CONNECTIONS = Gauge(
-    "chronik_kafka_connections", "Open Kafka connections, TLS handshakes in progress included"
+    "chronik_kafka_connections", "Open Kafka connections (counted once the TLS handshake is done)"
 )
 REFUSED = Counter(
     "chronik_kafka_connections_refused",
@@ -35,11 +35,6 @@ READ_PAUSES = Counter(
 INFLIGHT_BYTES = Gauge(
     "chronik_kafka_inflight_bytes",
     "Request bytes read and not yet answered over all Kafka connections, partial frames included",
-)
-TLS_FAILURES = Counter(
-    "chronik_kafka_tls_handshake_failures",
-    "TLS handshakes on the Kafka listener that failed or timed out (a plaintext client on a "
-    "TLS port, an untrusted or missing client certificate)",
 )
 
 

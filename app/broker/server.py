@@ -20,7 +20,6 @@ from .conn_limits import (
     IDLE_CLOSED,
     READ_PAUSES,
     REFUSED,
-    TLS_FAILURES,
     ConnectionLimits,
     InflightBudget,
     ThrottledWarning,
@@ -83,7 +82,6 @@ class KafkaConnection(asyncio.Protocol):
         self._counted = 0  # what this connection holds of the server's budget
         self.last_active = time.monotonic()
         self._admitted = False
-        self._ready = False  # the TLS handshake, if any, is done
         self._closing = False
         self._read_paused = False
         self._write_paused = False
@@ -118,48 +116,8 @@ class KafkaConnection(asyncio.Protocol):
             # on, the tail waits for the client's delayed ACK (~40 ms).
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if server.ssl_context is None:
-            self._ready = True
-            return
-        # TLS starts after the connection is counted, so handshakes in progress count
-        # against the limits too. Nothing may be read as Kafka frames before it.
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self._track(asyncio.get_running_loop().create_task(self._start_tls(server.ssl_context)))
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        raw = self.transport
-        assert raw is not None
-        loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(
-                raw,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.handshake_timeout,
-            )
-        except asyncio.CancelledError:
-            self._released()
-            raise
-        except Exception as exc:
-            if not self._closing:
-                TLS_FAILURES.inc()
-                self.server.tls_log.warning(
-                    "TLS handshake with %s failed: %s", self.address, exc or type(exc).__name__
-                )
-            self._closing = True
-            raw.close()
-            self._released()
-            return
-        if tls is None or self._closing:
-            raw.close()
-            self._released()
-            return
-        self.transport = tls
-        self._ready = True
-        self.last_active = time.monotonic()
-        if self.server.certificate_principal:
-            self.principal = peer_principal(tls.get_extra_info("ssl_object")) or ANONYMOUS
+        if server.certificate_principal:
+            self.principal = peer_principal(transport.get_extra_info("ssl_object")) or ANONYMOUS
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -191,7 +149,7 @@ class KafkaConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing or not self._ready:
+        if self._closing:
             return
         try:
             frames = self.decoder.feed(data)
@@ -228,7 +186,7 @@ class KafkaConnection(asyncio.Protocol):
             self.server.budget.change(delta)
 
     def _update_reading(self) -> None:
-        if self.transport is None or self._closing or not self._ready:
+        if self.transport is None or self._closing:
             return
         server = self.server
         pause = self._write_paused or len(self.pending) >= MAX_IN_FLIGHT
@@ -430,15 +388,17 @@ class KafkaServer:
         self.idle_s = limits.connections_max_idle_ms / 1000
         self.handshake_timeout = max(1.0, min(60.0, self.idle_s))
         self.refused_log = ThrottledWarning(log)
-        self.tls_log = ThrottledWarning(log)
         self.connections: set[KafkaConnection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
         self._server = await loop.create_server(
-            lambda: KafkaConnection(self), host, port, reuse_address=True, backlog=1024
+            lambda: KafkaConnection(self), host, port, reuse_address=True, backlog=1024, **tls
         )
         self._sweeper = loop.create_task(self._close_idle())
         log.info(

@@ -62,9 +62,9 @@ _SIZE = struct.Struct(">i")
 
 AUTHENTICATIONS = Counter(
     "chronik_kafka_sasl_authentications",
-    "SASL authentications and re-authentications on the Kafka listener, by mechanism and "
-    "outcome (ok, failed: bad credentials, mechanism or protocol state, or refused while the "
-    "address is past sasl_failures_per_minute)",
+    "SASL authentications on the Kafka listener, by mechanism and outcome: ok, "
+    "reauthenticated (KIP-368, on an open connection), failed (bad credentials, mechanism or "
+    "protocol state, or refused while the address is past sasl_failures_per_minute)",
     ["mechanism", "outcome"],
 )
 
@@ -270,11 +270,12 @@ class SaslSession:
         return Step(frame=authenticate_response(req, NONE, None, out, lifetime_ms))
 
     def _complete(self, principal: str) -> int:
+        outcome = "reauthenticated" if self._reauthenticating else "ok"
+        AUTHENTICATIONS.labels(self._metric_label(), outcome).inc()
         self.principal = principal
         self.state = State.COMPLETE
         self.raw_tokens = False
         self._reauthenticating = False
-        AUTHENTICATIONS.labels(self._metric_label(), "ok").inc()
         max_reauth = self._cfg.connections_max_reauth_ms
         if max_reauth > 0:
             self._expires_at = self._clock() + max_reauth / 1000
