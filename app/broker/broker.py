@@ -24,16 +24,14 @@ class Broker:
         settings: Settings,
         storage: Storage,
         cluster_id: str,
-        security: Security | None = None,
+        security: Security,
     ) -> None:
         # Handlers read their settings (auto-creation, default partitions) from here.
         self.settings = settings.broker
         self.storage = storage
         self.cluster_id = cluster_id
-        # The service owns it (the HTTP app shares it) and closes it. TRANSITION: until the
-        # service passes it, the broker opens (and closes) its own.
-        self._own_security = security is None
-        self.security = Security.open(settings) if security is None else security
+        # The service owns it (the HTTP app shares it) and closes it.
+        self.security = security
         self.node_id = settings.broker.node_id
         self.endpoint = Endpoint(
             self.node_id, settings.broker.advertised_host, settings.broker.advertised_kafka_port
@@ -68,8 +66,6 @@ class Broker:
         self.transactions.store.close()
         await self.groups.close()
         self.groups.store.close()
-        if self._own_security:
-            self.security.close()
 
     def supports(self, api_key: int, version: int) -> bool:
         spec = self.apis.get(api_key)
