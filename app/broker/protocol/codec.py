@@ -6,9 +6,12 @@ their own modules.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import struct
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -108,6 +111,7 @@ def decode_request(frame: bytes) -> Request:
         raise
     except Exception as exc:
         raise MalformedRequest(f"cannot decode api {api_key} v{version}: {exc}") from exc
+    _check_nulls(body, req_type)
     if pos + size != len(frame):
         # Apache Kafka does not check for bytes after the body, and librdkafka
         # 2.x sends three of them with Metadata v13; reject them and it never
@@ -116,6 +120,45 @@ def decode_request(frame: bytes) -> Request:
             "api %d v%d: ignoring %d trailing bytes", api_key, version, len(frame) - pos - size
         )
     return Request(RequestHeader(api_key, version, correlation_id, client_id), body, flexible)
+
+
+# (field, nullable, element or struct entity whose fields need checking too, or None)
+_Shape = tuple[tuple[str, bool, type | None], ...]
+
+
+@cache
+def _shape(entity: type) -> _Shape:
+    """The fields of an entity that null must be checked in: its arrays, and its structs
+    and array elements that hold arrays themselves."""
+    hints = typing.get_type_hints(entity)
+    out: list[tuple[str, bool, type | None]] = []
+    for f in dataclasses.fields(entity):
+        t = hints[f.name]
+        nullable = typing.get_origin(t) in (typing.Union, types.UnionType)
+        if nullable:
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        is_array = typing.get_origin(t) is tuple
+        inner = typing.get_args(t)[0] if is_array else t
+        nested: type | None = None
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner) and _shape(inner):
+            nested = inner
+        if is_array or nested is not None:
+            out.append((f.name, nullable, nested))
+    return tuple(out)
+
+
+def _check_nulls(value: Any, entity: type) -> None:
+    """kio reads a null count (-1, compact 0) as None even where the schema has no null, and
+    handlers iterate it: Kafka's generated readers refuse it ("non-nullable field ... was
+    serialized as null"), so do we."""
+    for name, nullable, nested in _shape(entity):
+        v = getattr(value, name)
+        if v is None:
+            if not nullable:
+                raise MalformedRequest(f"non-nullable field {name} was serialized as null")
+        elif nested is not None:
+            for item in v if isinstance(v, tuple) else (v,):
+                _check_nulls(item, nested)
 
 
 def _read_header_rest(frame: bytes, flexible: bool) -> tuple[str | None, int]:
