@@ -41,6 +41,7 @@ from kafka.admin import (
 from kafka.admin import ResourceType as KpResourceType
 
 from .conftest import REPO, Server, running_server
+from .rawkafka import RawKafka, request_class
 
 MECHANISM = "SCRAM-SHA-256"
 TIMEOUT = 20.0
@@ -112,6 +113,17 @@ class Cluster:
             sasl_plain_password=self.passwords[user],
             request_timeout_ms=int(TIMEOUT * 1000),
         )
+
+    def raw(self, user: str) -> RawKafka:
+        """A hand-framed connection logged in with SASL/PLAIN (KIP-152 framing), for the
+        exact answers no client library shows."""
+        conn = RawKafka(self.srv.bootstrap)
+        hs = conn.request(request_class(17, 1)(mechanism="PLAIN"))
+        assert hs.error_code == 0, hs
+        token = b"\0" + user.encode() + b"\0" + self.passwords[user].encode()
+        auth = conn.request(request_class(36, 2)(auth_bytes=token))
+        assert auth.error_code == 0, auth
+        return conn
 
     def binding(
         self,
@@ -191,7 +203,7 @@ def filter_of(b: AclBinding) -> AclBindingFilter:
 def secure_cluster(
     base: Path, users: Iterable[str], extra: Iterable[str] = ()
 ) -> Iterator[Cluster]:
-    """SASL_PLAINTEXT (SCRAM-SHA-256 and -512), the ACL authorizer, User:admin super user;
+    """SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256 and -512), the ACL authorizer, User:admin super user;
     `users` (and admin) created with the CLI before start."""
     passwords = {u: secrets.token_urlsafe(16) for u in ("admin", *users)}
     for user, password in passwords.items():
@@ -200,7 +212,7 @@ def secure_cluster(
         "--kafka-security-protocol",
         "SASL_PLAINTEXT",
         "--sasl-mechanisms",
-        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "--authorizer",
         "acl",
         "--super-users",
