@@ -8,6 +8,7 @@ PLAIN.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -235,12 +236,7 @@ def test_raw_transactional_produce_needs_the_transactional_id(cluster: Cluster) 
     )
     with cluster.raw("bob") as bob:
         req = bob.produce_request(topic, 0, batch)
-        req = type(req)(
-            transactional_id=f"tx-{_uid()}",
-            acks=req.acks,
-            timeout=req.timeout,
-            topic_data=req.topic_data,
-        )
+        req = dataclasses.replace(req, transactional_id=f"tx-{_uid()}")
         resp = bob.request(req)
         (t,) = resp.responses
         (p,) = t.partition_responses

@@ -4,6 +4,7 @@ transaction and control batches from a client."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from .conftest import Server, unique_topic
@@ -20,6 +21,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_PRODUCER_EPOCH = 47
 INVALID_TXN_STATE = 48
 INVALID_PRODUCER_ID_MAPPING = 49
+TXN_ID_AUTHORIZATION_FAILED = 53
 INVALID_TRANSACTION_TIMEOUT = 50
 OPERATION_NOT_ATTEMPTED = 55
 INVALID_RECORD = 87
@@ -76,6 +78,15 @@ def _txn_batch(pid: int, epoch: int, seq: int = 0, attributes: int = ATTR_TRANSA
         base_sequence=seq,
         attributes=attributes,
     )
+
+
+def _produce(raw: RawKafka, txn_id: str, topic: str, partition: int, batch: bytes) -> int:
+    """The error code of a produce carrying the transactional id, as Kafka's producers send
+    transactional batches."""
+    req = raw.produce_request(topic, partition, batch)
+    (t,) = raw.request(dataclasses.replace(req, transactional_id=txn_id)).responses
+    (p,) = t.partition_responses
+    return int(p.error_code)
 
 
 def test_apis_are_advertised(server: Server) -> None:
@@ -221,22 +232,24 @@ def test_produce_checks_transactional_and_control_batches(server: Server) -> Non
     with RawKafka(server.bootstrap) as raw:
         raw.create_topic(topic, 2)
         _, pid, epoch = _init(raw, txn)
+        # Transactional batches without a transactional id: Kafka refuses the whole request.
+        assert raw.produce(topic, 0, _txn_batch(pid, epoch))[0] == TXN_ID_AUTHORIZATION_FAILED
         # Not added to a transaction yet.
-        assert raw.produce(topic, 0, _txn_batch(pid, epoch))[0] == INVALID_TXN_STATE
+        assert _produce(raw, txn, topic, 0, _txn_batch(pid, epoch)) == INVALID_TXN_STATE
         assert _add(raw, txn, pid, epoch, {topic: [0]}) == {(topic, 0): 0}
-        assert raw.produce(topic, 0, _txn_batch(pid, epoch)) == (0, 0)
+        assert _produce(raw, txn, topic, 0, _txn_batch(pid, epoch)) == 0
         # Partition 1 is not in the transaction; a stale epoch is refused; an id the
         # coordinator does not know is not mapped.
-        assert raw.produce(topic, 1, _txn_batch(pid, epoch))[0] == INVALID_TXN_STATE
-        assert raw.produce(topic, 0, _txn_batch(pid, epoch + 5, 1))[0] == INVALID_PRODUCER_EPOCH
-        assert raw.produce(topic, 0, _txn_batch(pid + 999, 0))[0] == INVALID_PRODUCER_ID_MAPPING
+        assert _produce(raw, txn, topic, 1, _txn_batch(pid, epoch)) == INVALID_TXN_STATE
+        assert _produce(raw, txn, topic, 0, _txn_batch(pid, epoch + 5, 1)) == INVALID_PRODUCER_EPOCH
+        assert _produce(raw, txn, topic, 0, _txn_batch(pid + 999, 0)) == INVALID_PRODUCER_ID_MAPPING
         # Only the coordinator writes markers.
         control = _txn_batch(pid, epoch, -1, ATTR_TRANSACTIONAL | ATTR_CONTROL)
-        assert raw.produce(topic, 0, control)[0] == INVALID_RECORD
+        assert _produce(raw, txn, topic, 0, control) == INVALID_RECORD
         assert (
             raw.produce(topic, 1, build_batch([Rec(b"k", b"v")], attributes=ATTR_CONTROL))[0]
             == INVALID_RECORD
         )
         assert _end(raw, txn, pid, epoch, True) == 0
         # After the commit the partition is no longer in a transaction.
-        assert raw.produce(topic, 0, _txn_batch(pid, epoch, 1))[0] == INVALID_TXN_STATE
+        assert _produce(raw, txn, topic, 0, _txn_batch(pid, epoch, 1)) == INVALID_TXN_STATE
