@@ -107,6 +107,30 @@ class SecureServer(Server):
         raise AssertionError(f"{text!r} not in the server log:\n{self.stderr_text(4000)}")
 
 
+def sasl_args(
+    protocol: str = "SASL_PLAINTEXT", mechanisms: str | None = None, failures_per_minute: int = 1000
+) -> list[str]:
+    """Flags of a SASL listener; tests fail on purpose from one address, so the failure
+    limit is high unless a test is about it."""
+    args = ["--kafka-security-protocol", protocol]
+    if mechanisms is not None:
+        args += ["--sasl-mechanisms", mechanisms]
+    return [*args, "--sasl-failures-per-minute", str(failures_per_minute)]
+
+
+def python_auth(
+    srv: Server, mechanism: str, user: str = "bob", password: str = PASSWORD
+) -> dict[str, Any]:
+    """kafka-python's and aiokafka's (same named) settings for SASL_PLAINTEXT."""
+    return dict(
+        bootstrap_servers=srv.bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_plain_username=user,
+        sasl_plain_password=password,
+    )
+
+
 def tls_args(
     server: CertFiles, ca: CertAuthority | None = None, client_auth: str = "none"
 ) -> list[str]:

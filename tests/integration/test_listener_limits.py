@@ -40,8 +40,6 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
             str(IDLE_MS),
             "--connection-max-inflight-bytes",
             str(64 * 1024),
-            "--max-inflight-bytes",
-            str(256 * 1024),
         ],
     )
     with started(srv):
@@ -103,31 +101,39 @@ def test_idle_silent_and_partial_frames_are_closed(tight: SecureServer) -> None:
     active.close()
 
 
-def test_inflight_bytes_pause_reading_and_everything_arrives(tight: SecureServer) -> None:
-    def pauses(limit: str) -> float:
-        return tight.metric("chronik_kafka_read_pauses_total", limit=limit)
+@pytest.fixture(scope="module")
+def budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
+    """Only the total is small: each large request alone exhausts it."""
+    srv = SecureServer(tmp_path_factory.mktemp("budget"), ["--max-inflight-bytes", str(256 * 1024)])
+    with started(srv):
+        yield srv
 
-    before = pauses("connection"), pauses("total")
+
+def produce_large(srv: SecureServer, producers: int = 2, n: int = 150) -> None:
+    """n 20 kB records in requests of up to 1 MB, from several connections at once."""
     topic = unique_topic("inflight")
-    producers = [
-        confluent_kafka.Producer(
-            {
-                "bootstrap.servers": tight.bootstrap,
-                "linger.ms": 50,
-                "batch.size": 1_000_000,
-                "max.in.flight.requests.per.connection": 5,
-                "enable.idempotence": False,
-            }
-        )
-        for _ in range(3)
-    ]
-    value = uuid.uuid4().bytes * 1250  # 20 kB
-    for i in range(150):
-        producers[i % 3].produce(topic, value)
-    for p in producers:
+    conf = {
+        "bootstrap.servers": srv.bootstrap,
+        "linger.ms": 50,
+        "batch.size": 1_000_000,
+        "enable.idempotence": False,
+    }
+    clients = [confluent_kafka.Producer(conf) for _ in range(producers)]
+    value = uuid.uuid4().bytes * 1250
+    for i in range(n):
+        clients[i % producers].produce(topic, value)
+    for p in clients:
         assert p.flush(30) == 0
-    got = consume_values({"bootstrap.servers": tight.bootstrap}, topic, 150, unique_topic("g"))
-    assert len(got) == 150 and set(got) == {value}
-    assert pauses("connection") > before[0]
-    assert pauses("total") > before[1]
-    assert tight.metric("chronik_kafka_inflight_bytes") == 0
+    got = consume_values({"bootstrap.servers": srv.bootstrap}, topic, n, unique_topic("g"))
+    assert len(got) == n and set(got) == {value}
+    assert srv.metric("chronik_kafka_inflight_bytes") == 0
+
+
+@pytest.mark.parametrize("limit", ["connection", "total"])
+def test_inflight_bytes_pause_reading_and_everything_arrives(
+    tight: SecureServer, budget: SecureServer, limit: str
+) -> None:
+    srv = tight if limit == "connection" else budget
+    before = srv.metric("chronik_kafka_read_pauses_total", limit=limit)
+    produce_large(srv)
+    assert srv.metric("chronik_kafka_read_pauses_total", limit=limit) > before

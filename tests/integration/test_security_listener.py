@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,6 +30,8 @@ from .secservers import (
     client_errors,
     consume_values,
     produce_values,
+    python_auth,
+    sasl_args,
     started,
     tls_args,
 )
@@ -46,13 +49,7 @@ def sasl_ssl(tmp_path_factory: pytest.TempPathFactory, ca: CertAuthority) -> Ite
     """SASL_SSL with both SCRAM mechanisms; HTTP over TLS with the same certificate."""
     srv = SecureServer(
         tmp_path_factory.mktemp("sasl-ssl"),
-        [
-            "--kafka-security-protocol",
-            "SASL_SSL",
-            *tls_args(ca.server()),
-            "--sasl-failures-per-minute",
-            "1000",
-        ],
+        [*sasl_args("SASL_SSL"), *tls_args(ca.server())],
         ca_file=ca.ca_file,
     )
     add_user(srv.data_dir, "alice")
@@ -64,14 +61,7 @@ def sasl_ssl(tmp_path_factory: pytest.TempPathFactory, ca: CertAuthority) -> Ite
 def sasl_plaintext(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
     srv = SecureServer(
         tmp_path_factory.mktemp("sasl-plain"),
-        [
-            "--kafka-security-protocol",
-            "SASL_PLAINTEXT",
-            "--sasl-mechanisms",
-            "PLAIN,SCRAM-SHA-256",
-            "--sasl-failures-per-minute",
-            "1000",
-        ],
+        sasl_args(mechanisms="PLAIN,SCRAM-SHA-256"),
     )
     add_user(srv.data_dir, "bob", mechanisms=("SCRAM-SHA-256",))
     with started(srv):
@@ -130,8 +120,6 @@ def test_bad_credentials_and_protocols_are_clear_client_errors(
     topic = unique_topic("others")
     good = scram512(sasl_ssl, ca)
     # A client connected before the failures keeps producing through them.
-    import confluent_kafka
-
     keeper = confluent_kafka.Producer(good)
     keeper.produce(topic, b"before")
     assert keeper.flush(20) == 0
@@ -196,13 +184,7 @@ def test_kafka_python_wrong_password_is_a_clear_error(
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
 def test_kafka_python_produce_consume_group(sasl_plaintext: SecureServer, mechanism: str) -> None:
-    auth = dict(
-        bootstrap_servers=sasl_plaintext.bootstrap,
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism=mechanism,
-        sasl_plain_username="bob",
-        sasl_plain_password=PASSWORD,
-    )
+    auth = python_auth(sasl_plaintext, mechanism)
     topic, group = unique_topic("kp"), unique_topic("g")
     sent = values(20)
     p = KafkaProducer(acks="all", **auth)
@@ -230,13 +212,7 @@ def test_kafka_python_produce_consume_group(sasl_plaintext: SecureServer, mechan
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
 def test_aiokafka_produce_consume_group(sasl_plaintext: SecureServer, mechanism: str) -> None:
-    auth = dict(
-        bootstrap_servers=sasl_plaintext.bootstrap,
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism=mechanism,
-        sasl_plain_username="bob",
-        sasl_plain_password=PASSWORD,
-    )
+    auth = python_auth(sasl_plaintext, mechanism)
     topic, group = unique_topic("aio"), unique_topic("g")
     sent = values(20)
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import confluent_kafka
 import pytest
+from kafka.net.sasl.scram import SaslMechanismScram
 
 from .conftest import unique_topic
 from .rawkafka import ConnectionClosed, request_class
@@ -33,6 +34,7 @@ from .secservers import (
     plain_token,
     raw,
     read_response,
+    sasl_args,
     scram_login,
     send_request,
     started,
@@ -47,14 +49,7 @@ REAUTH_MS = 1500
 def sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
     srv = SecureServer(
         tmp_path_factory.mktemp("sasl"),
-        [
-            "--kafka-security-protocol",
-            "SASL_PLAINTEXT",
-            "--sasl-mechanisms",
-            "PLAIN,SCRAM-SHA-256",
-            "--sasl-failures-per-minute",
-            "1000",
-        ],
+        sasl_args(mechanisms="PLAIN,SCRAM-SHA-256"),
     )
     add_user(srv.data_dir, "bob", mechanisms=("SCRAM-SHA-256",))
     # A PLAIN token for "a"/"pw" is 5 bytes: shorter than any Kafka request header.
@@ -69,14 +64,9 @@ def expiring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]
     srv = SecureServer(
         tmp_path_factory.mktemp("reauth"),
         [
-            "--kafka-security-protocol",
-            "SASL_PLAINTEXT",
-            "--sasl-mechanisms",
-            "SCRAM-SHA-256,PLAIN",
+            *sasl_args(mechanisms="SCRAM-SHA-256,PLAIN", failures_per_minute=3),
             "--connections-max-reauth-ms",
             str(REAUTH_MS),
-            "--sasl-failures-per-minute",
-            "3",
         ],
     )
     add_user(srv.data_dir, "bob", mechanisms=("SCRAM-SHA-256",))
@@ -172,8 +162,6 @@ def test_reauthentication_on_the_open_connection(sasl: SecureServer) -> None:
         assert cid < hs
         assert read_response(c, 3, 9).brokers
         assert read_response(c, SASL_HANDSHAKE, 1).error_code == NONE
-        from kafka.net.sasl.scram import SaslMechanismScram
-
         scram = SaslMechanismScram(
             sasl_plain_username="bob", sasl_plain_password=PASSWORD, sasl_mechanism="SCRAM-SHA-256"
         )
