@@ -109,6 +109,14 @@ def test_kip152_plain_and_scram_then_requests_are_served(sasl: SecureServer) -> 
     with raw(sasl.bootstrap) as c:
         assert scram_login(c, "bob", PASSWORD).error_code == NONE
         assert metadata(c).brokers
+        # A stray SaslAuthenticate after authentication: KafkaApis' answer, connection kept.
+        resp = authenticate(c, b"again")
+        assert resp.error_code == ILLEGAL_SASL_STATE
+        assert (
+            resp.error_message
+            == "SaslAuthenticate request received after successful authentication"
+        )
+        assert metadata(c).brokers
 
 
 def test_legacy_v0_framing_with_bare_tokens(sasl: SecureServer) -> None:
