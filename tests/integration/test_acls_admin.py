@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 from .aclcluster import PREFIXED, TIMEOUT, Cluster, error_code, secure_cluster
 from .rawkafka import RawKafka, Rec, build_batch, ms, schema
 
+INVALID_REQUEST = 42
 TOPIC_AUTHORIZATION_FAILED = 29
 CLUSTER_AUTHORIZATION_FAILED = 31
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
@@ -246,3 +247,29 @@ def test_raw_transactional_produce_needs_the_transactional_id(cluster: Cluster) 
         assert code == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     with cluster.raw("admin") as adm:
         assert int(adm.list_offset(topic, 0, -1).offset) == 0, "nothing was written"
+
+
+def test_raw_metadata_before_v12_needs_names(cluster: Cluster) -> None:
+    """v10/v11 requests may carry a null name or an id, their responses cannot: Kafka
+    refuses the request, each topic INVALID_REQUEST (a null name answered as "")."""
+    with cluster.raw("bob") as bob:
+        for version in (10, 11):
+            mod = schema(3, version)
+            extra = {"include_cluster_authorized_operations": False} if version == 10 else {}
+            topics = (
+                mod.MetadataRequestTopic(topic_id=None, name=None),
+                mod.MetadataRequestTopic(topic_id=uuid.uuid4(), name="by-id"),
+            )
+            resp = bob.request(
+                mod.MetadataRequest(
+                    topics=topics,
+                    allow_auto_topic_creation=False,
+                    include_topic_authorized_operations=False,
+                    **extra,
+                )
+            )
+            assert [(t.name, int(t.error_code)) for t in resp.topics] == [
+                ("", INVALID_REQUEST),
+                ("by-id", INVALID_REQUEST),
+            ]
+        assert bob.metadata(None).topics is not None, "the connection still serves"

@@ -11,6 +11,7 @@ from ...storage import errors as se
 from ..authz import allowed, allowed_names, authorized_operations, cluster_allowed
 from ..context import ApiSpec, BrokerContext, Frame
 from ..errors import (
+    INVALID_REQUEST,
     INVALID_TOPIC_EXCEPTION,
     NONE,
     TOPIC_AUTHORIZATION_FAILED,
@@ -25,6 +26,8 @@ from .topics import creation_error
 log = logging.getLogger(__name__)
 
 METADATA = 3
+# Topics may be named by id from this version on.
+TOPIC_IDS_FROM = 12
 
 
 def _topic_entry(broker: BrokerContext, mod: Any, meta: TopicMeta, ops: int) -> Any:
@@ -161,6 +164,35 @@ def _named(
     return topics
 
 
+def _names_missing(requested: Any) -> bool:
+    """Before v12 every topic is named (v10/v11 requests may leave a name null, their
+    responses may not), and named only: Kafka refuses the request otherwise."""
+    for t in requested:
+        topic_id = getattr(t, "topic_id", None)
+        if t.name is None or (topic_id is not None and topic_id.int != 0):
+            return True
+    return False
+
+
+def _invalid(resp: type, mod: Any, requested: Any) -> Any:
+    """INVALID_REQUEST for every topic, as MetadataRequest.getErrorResponse (a null name
+    answered as "")."""
+    topics = tuple(
+        _error_entry(mod, t.name or "", getattr(t, "topic_id", None), INVALID_REQUEST)
+        for t in requested
+    )
+    return build(
+        resp,
+        throttle_time=NO_THROTTLE,
+        brokers=(),
+        cluster_id=None,
+        controller_id=-1,
+        topics=topics,
+        cluster_authorized_operations=OPS_NOT_REQUESTED,
+        error_code=err(NONE),
+    )
+
+
 async def handle(broker: BrokerContext, req: Request) -> Frame:
     resp, mod = response_classes(req)
     body = req.body
@@ -171,6 +203,8 @@ async def handle(broker: BrokerContext, req: Request) -> Frame:
     auto_create = broker.settings.auto_create_topics and getattr(
         body, "allow_auto_topic_creation", True
     )
+    if not all_topics and version < TOPIC_IDS_FROM and _names_missing(requested):
+        return respond(req, _invalid(resp, mod, requested))
     topics: list[Any] = []
     if all_topics:
         metas = sorted(broker.storage.metadata.topics().values(), key=lambda m: m.name)
