@@ -405,8 +405,10 @@ async def histogram(
     with limits(request).admit(AGGREGATION):
         lo, hi = await _time_range(request, f)
         if width is None:
+            # About 100 buckets, fewer if the limit is lower (one more may come of alignment).
             span = hi - lo
-            width = next((n for n in _NICE if span / n <= 100), max(_NICE[-1], -(-span // 100)))
+            most = max(min(100, limits(request).cfg.http_max_buckets - 1), 1)
+            width = next((n for n in _NICE if span / n <= most), max(_NICE[-1], -(-span // most)))
         n = (hi - 1) // width - lo // width + 1
         limits(request).check_buckets("interval", n, f"{n} buckets; use a wider interval")
         agg = {"h": {"histogram": {"field": "timestamp", "interval": width, "min_doc_count": 1}}}
