@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .aclcluster import DENY, PREFIXED, Cluster, secure_cluster
-from .conftest import REPO
+from .conftest import REPO, running_server
 from .layered import wait_until
 
 SPEC = REPO / "openapi" / "openapi.json"
@@ -338,3 +338,13 @@ def test_http_auth_none_serves_anonymous_under_the_acls(tmp_path: Path) -> None:
         # Credentials are not asked for, and tokens need a user.
         r = httpx.post(c.srv.http + "/tokens", json={}, timeout=20)
         assert "belong to users" in _forbidden(r)
+
+
+def test_without_users_the_401_says_how_to_create_one(tmp_path: Path) -> None:
+    """An open /metrics skips the cluster check too; /indexer, not open, does not."""
+    args = ("--http-auth", "required", "--http-open-paths", "/readyz,/metrics")
+    with running_server(tmp_path, args) as srv:
+        r = httpx.get(srv.http + "/topics", timeout=20)
+        assert "python -m app users set NAME" in _unauthorized(r)
+        assert httpx.get(srv.http + "/metrics", timeout=20).status_code == 200
+        _unauthorized(httpx.get(srv.http + "/indexer", timeout=20))
