@@ -170,7 +170,8 @@ def filters(
         ),
     ] = "read_committed",
 ) -> Filters:
-    topics = [t.strip() for t in topic.split(",") if t.strip()]
+    # Once each: a topic named twice would be searched, and counted, twice.
+    topics = list(dict.fromkeys(t.strip() for t in topic.split(",") if t.strip()))
     if not topics:
         raise _bad("topic", "no topic given")
     for t in topics:

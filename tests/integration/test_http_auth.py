@@ -54,11 +54,7 @@ def cl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with secure_cluster(base, ("alice", "bob"), extra) as c:
         for t in TOPICS:
             c.create_topic(t)
-        p = confluent_kafka.Producer({**c.conf("admin"), "linger.ms": 5})
-        for t in TOPICS:
-            for i in range(RECORDS):
-                p.produce(t, json.dumps({"n": i, "level": "error" if i % 3 else "info"}))
-        assert p.flush(20) == 0
+        _produce(c)
         # Alice reads orders-* (a prefixed ACL; READ implies DESCRIBE), Bob reads logs.
         c.create_acls(
             [
@@ -71,6 +67,14 @@ def cl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for t in TOPICS:
             wait_until(lambda t=t: _total(c, "admin", t) == RECORDS, 30, f"{t} indexed")
         yield c
+
+
+def _produce(c: Cluster) -> None:
+    p = confluent_kafka.Producer({**c.conf("admin"), "linger.ms": 5})
+    for t in TOPICS:
+        for i in range(RECORDS):
+            p.produce(t, json.dumps({"n": i, "level": "error" if i % 3 else "info"}))
+    assert p.flush(20) == 0
 
 
 def _auth(c: Cluster, user: str | None) -> dict[str, Any]:
@@ -207,6 +211,7 @@ def test_topic_acls_apply_to_search_topics_and_segments(cl: Cluster) -> None:
     assert "'orders-1'" in _forbidden(_get(cl, "/search", "bob", topic="logs,orders-1"))
     assert "'orders-2'" in _forbidden(_get(cl, "/search", "bob", topic="logs,orders-2,orders-1"))
     assert _total(cl, "bob", "logs") == RECORDS
+    assert _total(cl, "bob", "logs,logs") == RECORDS  # a topic named twice counts once
     assert "'orders-1'" in _forbidden(_get(cl, "/search/histogram", "bob", topic="orders-1"))
     terms = _get(cl, "/search/terms", "bob", topic="orders-1", field="value.level")
     assert "'orders-1'" in _forbidden(terms)
