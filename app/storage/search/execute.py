@@ -30,6 +30,10 @@ import tantivy
 from app.storage.index import PRODUCER_ID, build_schema
 
 DEFAULT_FIELDS = ["key", "text"]
+# Tantivy's query parser recurses once per parenthesis on the caller's stack: about 20,000
+# nested groups overflow it and kill the process, whatever the HTTP limits are set to.
+MAX_QUERY_DEPTH = 100
+
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+\.?\d*(?:[eE][-+]?\d+)?)(?![\w.])")
 _CACHE = 64
 
@@ -396,6 +400,9 @@ def check_query(query: str) -> None:
     parse."""
     if query.strip() in ("", "*"):
         return
+    depth = _nesting(query)
+    if depth > MAX_QUERY_DEPTH:
+        raise ValueError(f"query nests {depth} parentheses deep, at most {MAX_QUERY_DEPTH}")
     for m in _NUMBER.finditer(query):
         value = float(m.group(0))
         if not math.isfinite(value) or abs(value) >= 2**63:
@@ -409,6 +416,27 @@ def check_query(query: str) -> None:
         # The lenient parser says where each error is; the strict one does not.
         _q, errors = _checker.parse_query_lenient(query, DEFAULT_FIELDS)
         raise ValueError("; ".join(str(e) for e in errors) or str(exc)) from None
+
+
+def _nesting(query: str) -> int:
+    """The deepest parenthesis nesting outside quoted phrases (a backslash escapes)."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for ch in query:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 _checker: tantivy.Index | None = None
