@@ -24,7 +24,6 @@ from .conn_limits import (
     InflightBudget,
     ThrottledWarning,
 )
-from .context import Frame
 from .errors import UNEXPECTED_MESSAGE, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
 from .handlers.base import error_only_response
@@ -39,26 +38,11 @@ from .protocol.codec import (
 )
 from .protocol.framing import FrameDecoder, FrameTooLarge, InvalidFrame
 from .session import MAX_RECEIVE_SIZE, SaslSession, Step
+from .slots import MAX_IN_FLIGHT, MAX_RUNNING, Slot, frame_size, response_reserve
 
 log = logging.getLogger(__name__)
 
 PRODUCE_KEY = 0
-
-# In-flight requests per connection before we stop reading from it.
-MAX_IN_FLIGHT = 256
-
-
-class _Slot:
-    """One request's place in the response order; `size` is what it holds of the
-    connection's and the server's in-flight bytes until it is answered."""
-
-    __slots__ = ("close_after", "done", "frame", "size")
-
-    def __init__(self, size: int = 0) -> None:
-        self.done = False
-        self.frame: Frame = None
-        self.close_after = False
-        self.size = size
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -70,7 +54,7 @@ class KafkaConnection(asyncio.Protocol):
         if self.session is not None:
             max_size = min(max_size, MAX_RECEIVE_SIZE)
         self.decoder = FrameDecoder(max_size)
-        self.pending: deque[_Slot] = deque()
+        self.pending: deque[Slot] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
@@ -79,6 +63,10 @@ class KafkaConnection(asyncio.Protocol):
         # The principal of a connection without SASL: a client certificate's CN, if any.
         self.principal = ANONYMOUS
         self.inflight = 0  # bytes of requests read and not yet answered
+        self.reserved = 0  # response bytes the running handlers may produce
+        self.unsent = 0  # bytes of finished responses waiting for those before them
+        self.running = 0
+        self._deferred: deque[tuple[Slot, Request]] = deque()
         self._counted = 0  # what this connection holds of the server's budget
         self.last_active = time.monotonic()
         self._admitted = False
@@ -163,44 +151,54 @@ class KafkaConnection(asyncio.Protocol):
             if self._closing:
                 break
             self._dispatch(frame)
-        self._account()
-        self._update_reading()
+        self.account()
+        self._regulate()
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._update_reading()
+        self._regulate()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._update_reading()
+        self._regulate()
 
-    def _account(self) -> None:
-        """Bring the server's in-flight total up to date with this connection's bytes:
-        requests not yet answered and the partial frame being read."""
+    def _held(self) -> int:
+        """Bytes this connection holds: requests not yet answered, the partial frame being
+        read, responses reserved, finished or not yet taken by the socket."""
+        held = self.inflight + self.decoder.buffered + self.reserved + self.unsent
+        if self.transport is not None:
+            held += self.transport.get_write_buffer_size()
+        return held
+
+    def account(self) -> None:
+        """Bring the server's in-flight total up to date with this connection's bytes (the
+        idle sweep calls it too: the socket drains without telling us)."""
         if not self._admitted:
             return
-        held = self.inflight + self.decoder.buffered
+        held = self._held()
         delta = held - self._counted
         if delta:
             self._counted = held
             self.server.budget.change(delta)
 
-    def _update_reading(self) -> None:
+    def _regulate(self) -> None:
+        """Start the handlers that may start, then pause or resume reading."""
         if self.transport is None or self._closing:
             return
+        self._start_deferred()
         server = self.server
         pause = self._write_paused or len(self.pending) >= MAX_IN_FLIGHT
         limit = ""
         # Only a connection with requests of its own in flight waits for them: a frame
         # larger than the limit is still read whole, then answered.
-        held = self.inflight + self.decoder.buffered
+        held = self._held()
         if not pause and self.inflight and held >= server.connection_max_inflight:
             pause, limit = True, "connection"
         # Waiting for the total budget is safe for a connection whose requests will be
         # answered or that holds nothing; one in the middle of a frame finishes reading it.
         if not pause and server.budget.exhausted and (self.inflight or not self.decoder.buffered):
             pause, limit = True, "total"
-            server.budget.wait(self, self._update_reading)
+            server.budget.wait(self, self._regulate)
         if pause and not self._read_paused:
             self.transport.pause_reading()
             self._read_paused = True
@@ -229,7 +227,7 @@ class KafkaConnection(asyncio.Protocol):
                 return
         broker = self.broker
         if not broker.supports(api_key, version):
-            slot = _Slot(size)
+            slot = Slot(size)
             slot.done = True
             if api_key == API_VERSIONS_KEY:
                 slot.frame = unsupported_version_response(broker, correlation_id)
@@ -260,11 +258,32 @@ class KafkaConnection(asyncio.Protocol):
         req.client_host = self.client_host
         req.client_address = self.address
         req.principal = session.principal if session is not None else self.principal
-        slot = _Slot(size)
+        slot = Slot(size)
+        slot.reserve = response_reserve(req)
         self._queue(slot)
-        self._track(asyncio.get_running_loop().create_task(self._run(slot, req)))
+        self._deferred.append((slot, req))
+        self._start_deferred()
 
-    def _queue(self, slot: _Slot) -> None:
+    def _start_deferred(self) -> None:
+        """Start waiting handlers, in order, while their responses have room: a client that
+        pipelines requests and does not read the answers gets no more handlers run for it
+        (Kafka mutes such a channel until its response is sent)."""
+        deferred = self._deferred
+        while deferred and not self._closing:
+            slot, req = deferred[0]
+            if self._write_paused:
+                return
+            if self.running:  # one at a time always runs, so every connection progresses
+                if self.running >= MAX_RUNNING or self.server.budget.exhausted:
+                    return
+                if self._held() + slot.reserve >= self.server.connection_max_inflight:
+                    return
+            deferred.popleft()
+            self.running += 1
+            self.reserved += slot.reserve
+            self._track(asyncio.get_running_loop().create_task(self._run(slot, req)))
+
+    def _queue(self, slot: Slot) -> None:
         self.pending.append(slot)
         self.inflight += slot.size
 
@@ -277,7 +296,7 @@ class KafkaConnection(asyncio.Protocol):
         self.decoder.min_size = 0 if session.raw_tokens else 8
         if session.authenticated:
             self.decoder.max_size = self.broker.settings.max_request_bytes
-        slot = _Slot(size)
+        slot = Slot(size)
         slot.frame = step.frame
         slot.close_after = step.close
         self._queue(slot)
@@ -289,12 +308,12 @@ class KafkaConnection(asyncio.Protocol):
         slot.done = True
         self._flush()
 
-    async def _hold(self, slot: _Slot, delay: float) -> None:
+    async def _hold(self, slot: Slot, delay: float) -> None:
         await asyncio.sleep(delay)
         slot.done = True
         self._flush()
 
-    async def _run(self, slot: _Slot, req: Request) -> None:
+    async def _run(self, slot: Slot, req: Request) -> None:
         started = time.perf_counter()
         api = metrics.api_name(req.header.api_key)
         error = "none"
@@ -307,10 +326,14 @@ class KafkaConnection(asyncio.Protocol):
             self._fail(slot, req, exc)
         metrics.REQUESTS.labels(api, str(req.header.api_version), error).inc()
         metrics.REQUEST_SECONDS.labels(api).observe(time.perf_counter() - started)
+        self.running -= 1
+        self.reserved -= slot.reserve
+        slot.out = frame_size(slot.frame)
+        self.unsent += slot.out
         slot.done = True
         self._flush()
 
-    def _fail(self, slot: _Slot, req: Request, exc: Exception) -> None:
+    def _fail(self, slot: Slot, req: Request, exc: Exception) -> None:
         """Answer a request whose handler raised with its own error response, so the client
         gets an error code for it and the connection stays usable."""
         h = req.header
@@ -334,7 +357,7 @@ class KafkaConnection(asyncio.Protocol):
         )
 
     def _close_after_pending(self) -> None:
-        slot = _Slot()
+        slot = Slot()
         slot.done = True
         slot.close_after = True
         self.pending.append(slot)
@@ -349,6 +372,7 @@ class KafkaConnection(asyncio.Protocol):
         while pending and pending[0].done:
             slot = pending.popleft()
             self.inflight -= slot.size
+            self.unsent -= slot.out
             frame = slot.frame
             if frame is not None and not transport.is_closing():
                 if isinstance(frame, bytes):
@@ -358,15 +382,16 @@ class KafkaConnection(asyncio.Protocol):
             if slot.close_after:
                 self._closing = True
                 pending.clear()
-                self.inflight = 0
-                self._account()
+                self._deferred.clear()
+                self.inflight = self.reserved = self.unsent = 0
+                self.account()
                 transport.close()
                 return
         if not pending:
             # Idle time counts from the last answer too: a long poll is not idleness.
             self.last_active = time.monotonic()
-        self._account()
-        self._update_reading()
+        self.account()
+        self._regulate()
 
 
 class KafkaServer:
@@ -410,14 +435,15 @@ class KafkaServer:
 
     async def _close_idle(self) -> None:
         """Close connections without a complete request for connections_max_idle_ms and
-        nothing in flight: idle clients, slow or partial frames, stalled handshakes."""
+        nothing in flight: idle clients, slow or partial frames, stalled authentications."""
         idle = self.idle_s
         interval = min(1.0, max(0.05, idle / 10))
         while True:
             await asyncio.sleep(interval)
             deadline = time.monotonic() - idle
-            for conn in [c for c in self.connections if c.last_active < deadline]:
-                if not conn.pending:
+            for conn in list(self.connections):
+                conn.account()  # what the sockets sent since is budget again
+                if conn.last_active < deadline and not conn.pending:
                     conn.close_idle()
 
     @property
@@ -444,5 +470,15 @@ class KafkaServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        # A client that does not read its responses would hold the close forever.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(
+            c.transport is not None and c.transport.get_write_buffer_size()
+            for c in self.connections
+        ):
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
