@@ -164,8 +164,10 @@ class KafkaConnection(asyncio.Protocol):
 
     def _held(self) -> int:
         """Bytes this connection holds: requests not yet answered, the partial frame being
-        read, responses reserved, finished or not yet taken by the socket."""
-        held = self.inflight + self.decoder.buffered + self.reserved + self.unsent
+        read, responses finished or not yet taken by the socket. (Not what running handlers
+        may still produce: a consumer's long poll reserves its max_bytes and mostly returns
+        little; counted in the budget, a dozen idle consumers would stop every producer.)"""
+        held = self.inflight + self.decoder.buffered + self.unsent
         if self.transport is not None:
             held += self.transport.get_write_buffer_size()
         return held
@@ -276,7 +278,10 @@ class KafkaConnection(asyncio.Protocol):
             if self.running:  # one at a time always runs, so every connection progresses
                 if self.running >= MAX_RUNNING or self.server.budget.exhausted:
                     return
-                if self._held() + slot.reserve >= self.server.connection_max_inflight:
+                if (
+                    self._held() + self.reserved + slot.reserve
+                    >= self.server.connection_max_inflight
+                ):
                     return
             deferred.popleft()
             self.running += 1
