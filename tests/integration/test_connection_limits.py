@@ -171,10 +171,6 @@ def test_partial_silent_and_trickling_connections_are_closed_after_the_idle_time
     busy.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="responses are not counted in flight yet (server.py; /tmp/sec/REQUESTS.md [H5 -> H2])",
-)
 def test_requests_whose_responses_are_never_read_do_not_grow_memory(server: Server) -> None:
     """Two clients pipeline fetches of 8 MB each and never read the answers: the server
     stops reading from them and running their requests once the bytes it holds for them
