@@ -4,6 +4,9 @@ process counts at once."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,9 +78,23 @@ def _acl_row(b: AclBinding) -> tuple[int, str, int, str, str, int, int]:
     )
 
 
+def _make_private(path: Path) -> None:
+    """Salted keys and token digests let whoever reads them guess passwords offline, so only
+    the service's user may read the file. SQLite gives the -wal and -shm it creates the mode of
+    the database file; ones left by an older version are tightened too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                p.chmod(mode & 0o700)
+
+
 class SecurityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        _make_private(path)
         self._db = open_durable(path, _SCHEMA)
         # The CLI may write while the service runs: wait for its lock instead of failing.
         self._db.execute("PRAGMA busy_timeout = 10000")
@@ -89,10 +106,14 @@ class SecurityStore:
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         """Runs `sql` once per row in one transaction; the rows it changed."""
+        return sum(self._steps([(sql, row) for row in rows]))
+
+    def _steps(self, steps: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Runs the statements in one transaction; the rows each changed."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                changed = sum(self._db.execute(sql, row).rowcount for row in rows)
+                changed = [self._db.execute(sql, row).rowcount for sql, row in steps]
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -134,12 +155,22 @@ class SecurityStore:
         )
 
     def delete_credential(self, user: str, mechanism: str) -> bool:
-        return bool(
-            self._write(
-                "DELETE FROM scram_credentials WHERE user = ? AND mechanism = ?",
-                [(user, mechanism)],
-            )
+        """A user's last credential takes the user's tokens with it, in the same transaction:
+        someone given the name later must not inherit them."""
+        deleted, _ = self._steps(
+            [
+                (
+                    "DELETE FROM scram_credentials WHERE user = ? AND mechanism = ?",
+                    (user, mechanism),
+                ),
+                (
+                    "DELETE FROM tokens WHERE user = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM scram_credentials WHERE user = ?)",
+                    (user, user),
+                ),
+            ]
         )
+        return bool(deleted)
 
     def has_users(self) -> bool:
         return bool(self._query("SELECT 1 FROM scram_credentials LIMIT 1"))
