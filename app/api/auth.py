@@ -9,8 +9,9 @@ authentication (as User:ANONYMOUS) and without the cluster-level check of /metri
 
 PBKDF2 of a SCRAM credential takes milliseconds by design, too slow for every request, so a
 successful Basic check is remembered for a short while, keyed by a sha256 of the user, the
-password and the stored salts (a changed or deleted credential no longer matches). Failed
-attempts count against the address in the same limiter as Kafka's SASL failures."""
+password and the stored credentials (a changed or deleted credential no longer matches at
+once). Failed attempts count against the address in the same limiter as Kafka's SASL
+failures, and checks in progress count too."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import hashlib
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBearer
@@ -77,6 +79,14 @@ class Caller:
         return name if kind == "User" and self.principal != ANONYMOUS else None
 
 
+def _too_many() -> HTTPException:
+    return HTTPException(
+        429,
+        detail="too many failed authentications from this address; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 class HttpAuth:
     def __init__(self, security: Security | None) -> None:
         self.security = security
@@ -91,11 +101,7 @@ class HttpAuth:
         if not self.required or self.security is None:
             return Caller(ANONYMOUS, address)
         if self.security.limiter.blocked(address):
-            raise HTTPException(
-                429,
-                detail="too many failed authentications from this address; retry later",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
+            raise _too_many()
         scheme, _, param = request.headers.get("authorization", "").strip().partition(" ")
         scheme, param = scheme.lower(), param.strip()
         if scheme == "basic":
@@ -119,14 +125,17 @@ class HttpAuth:
             self._failed("HTTP-BASIC", None, address, "malformed credentials")
             raise self._unauthorized("malformed Basic credentials: base64 of user:password")
         store = self.security.store
-        salts = b"".join(c.salt for c in store.credentials(user).get(user, []))
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), salts))).digest()
+        creds = store.credentials(user).get(user, [])
+        # The whole stored credential, not only its salt: a credential replaced with the same
+        # salt (AlterUserScramCredentials takes the client's) no longer matches either.
+        stored = b"".join(c.salt + c.stored_key + c.server_key for c in creds)
+        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), stored))).digest()
         now = time.monotonic()
-        if salts and self._verified.get(key, 0.0) > now:
+        if creds and self._verified.get(key, 0.0) > now:
             return user
-        ok = await asyncio.to_thread(verify_user_password, store, user, password.encode())
+        ok = await self._attempt(address, verify_user_password, store, user, password.encode())
         if not ok:
-            self._failed("HTTP-BASIC", user, address, "invalid credentials")
+            audit.auth_failed("HTTP-BASIC", user, address, "invalid credentials")
             raise self._unauthorized("invalid user name or password")
         self._verified[key] = now + CACHE_S
         self._verified.move_to_end(key)
@@ -134,14 +143,30 @@ class HttpAuth:
             self._verified.popitem(last=False)
         return user
 
+    async def _attempt(self, address: str, check: Callable[..., Any], *args: Any) -> Any:
+        """Runs `check` off the event loop holding a place in the failure limiter, so
+        guesses sent at once are bounded as those sent one after another; a false result
+        counts as a failure."""
+        assert self.security is not None
+        limiter = self.security.limiter
+        if not limiter.begin(address):
+            raise _too_many()
+        result = None
+        try:
+            result = await asyncio.to_thread(check, *args)
+        finally:
+            limiter.end(address, ok=bool(result))
+        return result
+
     async def _bearer(self, secret: str, address: str) -> Caller:
         assert self.security is not None
-        user = await asyncio.to_thread(self.security.tokens.verify, secret)
+        user = await self._attempt(address, self.security.tokens.verify, secret)
         # The id is not the secret: "chr_<id>_<secret>".
         m = _TOKEN_ID.match(secret)
         token_id = m.group(1) if m else None
         if user is None:
-            self._failed("HTTP-BEARER", f"token {token_id}" if token_id else None, address, "")
+            who = f"token {token_id}" if token_id else None
+            audit.auth_failed("HTTP-BEARER", who, address, "invalid credentials")
             raise self._unauthorized("invalid, expired or revoked token")
         return Caller(user_principal(user), address, token_id=token_id)
 
