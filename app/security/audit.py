@@ -17,11 +17,20 @@ def _clean(value: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
 
 
+def _field(value: str) -> str:
+    """A client-chosen value followed by other fields: quoted when it holds a space, '=',
+    a quote or a control character, so a user named "x address=6.6.6.6" cannot add an
+    address to the line. Inside quotes a backslash is doubled, so an escape is unambiguous."""
+    if value and value.isprintable() and not any(c in value for c in ' ="\\'):
+        return value
+    return '"' + _clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
 def auth_failed(mechanism: str, user: str | None, address: str, reason: str) -> None:
     log.info(
         "authentication failed: mechanism=%s user=%s address=%s reason=%s",
-        _clean(mechanism),
-        _clean(user) if user is not None else "-",
+        _field(mechanism),
+        _field(user) if user is not None else "-",
         address,
         _clean(reason),
     )
@@ -30,7 +39,7 @@ def auth_failed(mechanism: str, user: str | None, address: str, reason: str) -> 
 def denied(principal: str, address: str, operation: str, resource_type: str, resource: str) -> None:
     log.info(
         "denied: principal=%s address=%s operation=%s resource=%s:%s",
-        _clean(principal),
+        _field(principal),
         address,
         operation,
         resource_type,
@@ -41,7 +50,7 @@ def denied(principal: str, address: str, operation: str, resource_type: str, res
 def changed(principal: str, address: str, action: str, detail: str) -> None:
     log.info(
         "changed: principal=%s address=%s action=%s %s",
-        _clean(principal),
+        _field(principal),
         address,
         action,
         _clean(detail),

@@ -231,5 +231,5 @@ def test_audit_lines_cannot_be_forged(caplog: pytest.LogCaptureFixture) -> None:
         audit.changed("User:ü", "local", "ACL created", "topic ünï")
     lines = [r.getMessage() for r in caplog.records]
     assert all("\n" not in m and "\r" not in m and "\x1b" not in m for m in lines)
-    assert "user=eve\\nINFO chronik.audit: changed" in lines[0]
+    assert 'user="eve\\nINFO chronik.audit: changed"' in lines[0]
     assert "principal=User:ü" in lines[2] and "topic ünï" in lines[2]
