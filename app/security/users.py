@@ -6,9 +6,11 @@ from __future__ import annotations
 from . import scram
 from .store import SecurityStore
 
-# Derived once: an unknown user costs the same PBKDF2 as a known one, so timing does not
-# tell which names exist.
-_DUMMY = scram.derive("SCRAM-SHA-256", b"\0", salt=b"\0" * scram.SALT_BYTES)
+# Derived once: a mechanism the user has no credential for costs the same PBKDF2 as one it
+# has, so the time a check takes does not tell which names exist (or with what mechanisms).
+_DUMMIES = {
+    m: scram.derive(m, b"\0", salt=b"\0" * scram.SALT_BYTES) for m in sorted(scram.MECHANISMS)
+}
 
 
 def user_error(name: str) -> str | None:
@@ -21,12 +23,15 @@ def user_error(name: str) -> str | None:
 
 
 def verify_user_password(store: SecurityStore, user: str, password: bytes) -> bool:
-    """True when `password` matches any SCRAM credential stored for `user`."""
-    creds = store.credentials(user).get(user, [])
-    if not creds:
-        scram.verify_password(_DUMMY, password)
-        return False
-    return any(scram.verify_password(c, password) for c in creds)
+    """True when `password` matches any SCRAM credential stored for `user`. Every mechanism
+    is checked, stored or not, and none is skipped after a match."""
+    stored = {c.mechanism: c for c in store.credentials(user).get(user, [])}
+    ok = False
+    for mechanism, dummy in _DUMMIES.items():
+        cred = stored.get(mechanism)
+        matched = scram.verify_password(cred or dummy, password)
+        ok = ok or (cred is not None and matched)
+    return ok
 
 
 def set_password(
