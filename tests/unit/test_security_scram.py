@@ -177,6 +177,17 @@ def test_client_final_with_another_nonce_fails() -> None:
         server.step(client.final(first, nonce=client.nonce + "other"))
 
 
+def test_client_final_nonce_ending_with_the_exchanges_passes_as_in_kafka() -> None:
+    # librdkafka 2.0.2 sends r=<client nonce><client nonce + server nonce>.
+    cred = scram.derive("SCRAM-SHA-256", b"pencil")
+    server = scram.ScramServer("SCRAM-SHA-256", {"user": cred}.get)
+    client = Client("SCRAM-SHA-256", "user", b"pencil")
+    first = server.step(client.first())
+    combined = first.decode().split(",")[0][2:]
+    assert server.step(client.final(first, nonce=client.nonce + combined)).startswith(b"v=")
+    assert server.complete
+
+
 def test_verify_password_and_credential_rules() -> None:
     cred = scram.derive("SCRAM-SHA-512", b"right", iterations=4096)
     assert len(cred.salt) == 32 and cred.iterations == 4096
