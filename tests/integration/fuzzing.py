@@ -208,12 +208,15 @@ def request_bodies(pairs: list[tuple[int, int]]) -> st.SearchStrategy[Any]:
 # --------------------------------------------------------------------------- mutations
 
 _INTS = [0, 1, -1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x7FFFFFFF, -(2**31), 2**16]
+_VARINTS = [b"\xff\xff\xff\xff\x0f", b"\x80\x80\x80\x80\x08", b"\xff\xff\xff\x7f"]
 mutation = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 1 << 16), st.integers(0, 7)),
     st.tuples(st.just("set"), st.integers(0, 1 << 16), st.integers(0, 255)),
     st.tuples(st.just("insert"), st.integers(0, 1 << 16), st.binary(min_size=1, max_size=8)),
     st.tuples(st.just("delete"), st.integers(0, 1 << 16), st.integers(1, 8)),
     st.tuples(st.just("int32"), st.integers(0, 1 << 16), st.sampled_from(_INTS)),
+    # a compact count or length past anything a frame holds
+    st.tuples(st.just("insert"), st.integers(0, 1 << 16), st.sampled_from(_VARINTS)),
 )
 
 

@@ -23,6 +23,8 @@ from kio.static.constants import EntityType
 
 from app.storage import RecordError, read_uvarint
 
+from .counts import CountError, check_counts
+
 _HEADER_PREFIX = struct.Struct(">hhi")
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
@@ -106,7 +108,10 @@ def decode_request(frame: bytes) -> Request:
     flexible = bool(getattr(req_type, "__flexible__", False))
     try:
         client_id, pos = _read_header_rest(frame, flexible)
+        check_counts(frame, pos, req_type)
         body, size = _reader(req_type)(frame, pos)
+    except CountError as exc:
+        raise MalformedRequest(f"api {api_key} v{version}: {exc}") from None
     except MalformedRequest:
         raise
     except Exception as exc:
