@@ -68,15 +68,20 @@ def test_null_top_level_array_is_refused_legacy_and_compact() -> None:
         decode_request(bad)
 
 
-def test_null_nested_array_is_refused() -> None:
-    mod = schema(8, 2)  # OffsetCommit v2: topics -> partitions
-    body = mod.OffsetCommitRequest(
+def offset_commit_v2():  # type: ignore[no-untyped-def]
+    """OffsetCommit v2 of one topic with no partitions: the nested count is its last 4 bytes."""
+    mod = schema(8, 2)
+    return mod.OffsetCommitRequest(
         group_id="g",
         generation_id_or_member_epoch=1,
         member_id="m",
         retention_time=datetime.timedelta(milliseconds=-1),
         topics=(mod.OffsetCommitRequestTopic(name="t", partitions=()),),
     )
+
+
+def test_null_nested_array_is_refused() -> None:
+    body = offset_commit_v2()
     data = encode(body, False)
     assert data.endswith(b"\x00\x01t" + struct.pack(">i", 0))
     bad = data[:-4] + struct.pack(">i", -1)
@@ -114,15 +119,7 @@ def test_counts_past_the_bytes_left_are_refused_as_kafka_does() -> None:
 
 
 def test_nested_and_primitive_array_counts_are_checked() -> None:
-    mod = schema(8, 2)
-    body = mod.OffsetCommitRequest(
-        group_id="g",
-        generation_id_or_member_epoch=1,
-        member_id="m",
-        retention_time=datetime.timedelta(milliseconds=-1),
-        topics=(mod.OffsetCommitRequestTopic(name="t", partitions=()),),
-    )
-    data = encode(body, False)
+    data = encode(offset_commit_v2(), False)
     with pytest.raises(MalformedRequest, match="collection of size 1000"):
         decode_request(data[:-4] + struct.pack(">i", 1000))
     # DeleteGroups v1: an array of strings
