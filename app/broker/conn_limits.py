@@ -1,13 +1,14 @@
 """Limits of the Kafka listener: connections in total and per address, request bytes in
-flight (Kafka's queued.max.request.bytes) and the metrics and warnings they produce.
-
-The connection code applies them (`server.py`); this module only counts."""
+flight (Kafka's queued.max.request.bytes), idle connections, and the metrics and warnings
+they produce. The connection code (`server.py`) applies them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -126,3 +127,29 @@ class InflightBudget:
 
     def forget(self, key: object) -> None:
         self._waiting.pop(key, None)
+
+
+class _Sweepable(Protocol):
+    @property
+    def last_active(self) -> float: ...
+
+    @property
+    def pending(self) -> Collection[object]: ...
+
+    def account(self) -> None: ...
+
+    def close_idle(self) -> None: ...
+
+
+async def sweep_idle(connections: Collection[_Sweepable], idle_s: float) -> None:
+    """Close connections without a complete request for connections_max_idle_ms and nothing
+    in flight (idle clients, slow or partial frames, stalled authentications); re-count the
+    bytes of all, since a socket's write buffer drains without telling anyone."""
+    interval = min(1.0, max(0.05, idle_s / 10))
+    while True:
+        await asyncio.sleep(interval)
+        deadline = time.monotonic() - idle_s
+        for conn in list(connections):
+            conn.account()
+            if conn.last_active < deadline and not conn.pending:
+                conn.close_idle()

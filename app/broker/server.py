@@ -23,6 +23,7 @@ from .conn_limits import (
     ConnectionLimits,
     InflightBudget,
     ThrottledWarning,
+    sweep_idle,
 )
 from .errors import UNEXPECTED_MESSAGE, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, code_for
 from .handlers.api_versions import unsupported_version_response
@@ -293,7 +294,34 @@ class KafkaConnection(asyncio.Protocol):
         self.inflight += slot.size
 
     def _answer(self, step: Step, size: int) -> None:
-        """Queue the session's answer to a frame, held `step.delay` seconds when it says so."""
+        """Queue the session's answer to a frame: at once, after `step.delay` seconds, or
+        once its password check has run in a thread."""
+        slot = Slot(size)
+        self._queue(slot)
+        if step.check is None:
+            self._settle(slot, step)  # now: a close stops the frames read with this one
+            if step.delay <= 0:
+                slot.done = True
+                self._flush()
+                return
+        self._track(asyncio.get_running_loop().create_task(self._answer_later(slot, step)))
+
+    async def _answer_later(self, slot: Slot, step: Step) -> None:
+        if step.check is not None:
+            assert step.then is not None
+            try:
+                outcome = await asyncio.to_thread(step.check)
+            except asyncio.CancelledError:
+                step.then(None)
+                raise
+            step = step.then(outcome)
+            self._settle(slot, step)
+        if step.delay > 0:
+            await asyncio.sleep(step.delay)
+        slot.done = True
+        self._flush()
+
+    def _settle(self, slot: Slot, step: Step) -> None:
         session = self.session
         assert session is not None
         # Bare SASL tokens (SaslHandshake v0) may be shorter than a request header; after
@@ -301,22 +329,10 @@ class KafkaConnection(asyncio.Protocol):
         self.decoder.min_size = 0 if session.raw_tokens else 8
         if session.authenticated:
             self.decoder.max_size = self.broker.settings.max_request_bytes
-        slot = Slot(size)
         slot.frame = step.frame
         slot.close_after = step.close
-        self._queue(slot)
         if step.close:
             self._closing = True
-        if step.delay > 0:
-            self._track(asyncio.get_running_loop().create_task(self._hold(slot, step.delay)))
-            return
-        slot.done = True
-        self._flush()
-
-    async def _hold(self, slot: Slot, delay: float) -> None:
-        await asyncio.sleep(delay)
-        slot.done = True
-        self._flush()
 
     async def _run(self, slot: Slot, req: Request) -> None:
         started = time.perf_counter()
@@ -430,26 +446,9 @@ class KafkaServer:
         self._server = await loop.create_server(
             lambda: KafkaConnection(self), host, port, reuse_address=True, backlog=1024, **tls
         )
-        self._sweeper = loop.create_task(self._close_idle())
-        log.info(
-            "Kafka listener on %s:%d (%s)",
-            host,
-            port,
-            self.security.settings.kafka_security_protocol,
-        )
-
-    async def _close_idle(self) -> None:
-        """Close connections without a complete request for connections_max_idle_ms and
-        nothing in flight: idle clients, slow or partial frames, stalled authentications."""
-        idle = self.idle_s
-        interval = min(1.0, max(0.05, idle / 10))
-        while True:
-            await asyncio.sleep(interval)
-            deadline = time.monotonic() - idle
-            for conn in list(self.connections):
-                conn.account()  # what the sockets sent since is budget again
-                if conn.last_active < deadline and not conn.pending:
-                    conn.close_idle()
+        self._sweeper = loop.create_task(sweep_idle(self.connections, self.idle_s))
+        protocol = self.security.settings.kafka_security_protocol
+        log.info("Kafka listener on %s:%d (%s)", host, port, protocol)
 
     @property
     def port(self) -> int:

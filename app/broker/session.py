@@ -72,18 +72,23 @@ AUTHENTICATIONS = Counter(
 class State(Enum):
     HANDSHAKE = "handshake"  # ApiVersions or SaslHandshake expected
     AUTHENTICATE = "authenticate"  # tokens expected
+    CHECKING = "checking"  # a password is being checked off the event loop
     COMPLETE = "complete"
     FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What the connection does with one frame."""
+    """What the connection does with one frame. With `check`, the answer is not known yet:
+    the connection runs `check` in a thread (PBKDF2 would stall every connection for
+    milliseconds) and then does what `then(its result)` says."""
 
     serve: bool = False  # decode and run it as any request
     frame: bytes | None = None  # the answer
     close: bool = False  # close the connection after the answer
     delay: float = 0.0  # seconds to hold the answer (a failed authentication)
+    check: Callable[[], object] | None = None
+    then: Callable[[object], Step] | None = None
 
 
 SERVE = Step(serve=True)
@@ -126,7 +131,6 @@ class SaslSession:
         self.raw_tokens = False  # after SaslHandshake v0: frames are bare tokens
         self._mechanism_name = ""
         self._mechanism: _Mechanism | None = None
-        self._first_token = True
         self._expires_at: float | None = None
         # Re-authentication: what the first authentication established, and why a
         # handshake with another mechanism fails at its first token (Kafka's
@@ -196,7 +200,6 @@ class SaslSession:
         else:
             self._mechanism_name = mechanism
             self._mechanism = self._new_mechanism(mechanism)
-        self._first_token = True
         self.raw_tokens = version == 0
         self.state = State.AUTHENTICATE
         return Step(frame=handshake_response(req, NONE, enabled))
@@ -228,46 +231,79 @@ class SaslSession:
         return self._authenticate(token, None)
 
     def _authenticate(self, token: bytes, req: Request | None) -> Step:
-        def failed(message: str, *, counted: bool = True, reason: str = "") -> Step:
-            answer = None
-            if req is not None:
-                answer = authenticate_response(req, SASL_AUTHENTICATION_FAILED, message)
-            return self._failure(reason or message, answer, counted=counted)
-
-        if self._first_token:
-            self._first_token = False
-            if self._security.limiter.blocked(self.address):
-                # Refused before the credentials are looked at; not counted, so the
-                # address is let in again once its failures leave the window.
-                return failed(
-                    f"Too many failed authentication attempts from {self.address}; "
-                    "try again in a minute",
-                    counted=False,
-                )
+        # Checked before every token, not just the first: exchanges begun together on
+        # many connections are then still limited when their final messages arrive.
+        limiter = self._security.limiter
+        if limiter.blocked(self.address):
+            return self._too_many(req)
         if self._bad_mechanism is not None:
-            return failed(self._bad_mechanism)
+            return self._failed(req, self._bad_mechanism)
         mechanism = self._mechanism
         assert mechanism is not None
-        try:
-            out = mechanism.step(token)
-        except AuthenticationFailed as exc:
-            message = str(exc)
+        if not isinstance(mechanism, _Plain):
+            # SCRAM's server side is HMACs over stored keys: cheap enough for the loop.
+            return self._stepped(_step(mechanism, token), req, counted=True)
+        # PLAIN derives the salted password (PBKDF2) from what the client sent: off the
+        # loop, holding a place in the limiter so guesses sent at once count as they run.
+        if not limiter.begin(self.address):
+            return self._too_many(req)
+        self.state = State.CHECKING
+
+        def then(outcome: object) -> Step:
+            # None: the connection went away first; counted as a failure all the same.
+            ok = outcome is not None and not isinstance(outcome, AuthenticationFailed)
+            limiter.end(self.address, ok=ok)
+            if outcome is None:
+                self.state = State.FAILED
+                return CLOSE
+            self.state = State.AUTHENTICATE
+            return self._stepped(outcome, req, counted=False)
+
+        return Step(check=lambda: _step(mechanism, token), then=then)
+
+    def _stepped(self, outcome: object, req: Request | None, *, counted: bool) -> Step:
+        """The answer to a token, from what the mechanism's step returned or raised."""
+        mechanism = self._mechanism
+        assert mechanism is not None
+        if isinstance(outcome, AuthenticationFailed):
+            message = str(outcome)
             if not self._security.store.has_users():
                 message = f"{message}. The broker has {no_users_message()}"
             # SCRAM says why for the log only (unknown user or bad proof): never the client.
-            return failed(message, reason=getattr(mechanism, "reason", "") or message)
+            reason = getattr(mechanism, "reason", "") or message
+            return self._failed(req, message, reason=reason, counted=counted)
+        assert isinstance(outcome, bytes)
         lifetime_ms = 0
         if mechanism.complete:
             principal = user_principal(mechanism.username or "")
             if self._reauthenticating and principal != self.principal:
-                return failed(
+                return self._failed(
+                    req,
                     "Cannot change principals during re-authentication from "
-                    f"{self.principal}: {principal}"
+                    f"{self.principal}: {principal}",
                 )
             lifetime_ms = self._complete(principal)
         if req is None:
-            return Step(frame=_SIZE.pack(len(out)) + out)
-        return Step(frame=authenticate_response(req, NONE, None, out, lifetime_ms))
+            return Step(frame=_SIZE.pack(len(outcome)) + outcome)
+        return Step(frame=authenticate_response(req, NONE, None, outcome, lifetime_ms))
+
+    def _too_many(self, req: Request | None) -> Step:
+        # Refused before the credentials are looked at, and not counted: the address is
+        # let in again once its failures leave the window.
+        message = (
+            f"Too many failed authentication attempts from {self.address}; try again in a minute"
+        )
+        return self._failed(req, message, counted=False)
+
+    def _failed(
+        self, req: Request | None, message: str, *, reason: str = "", counted: bool = True
+    ) -> Step:
+        """A failed token: SASL_AUTHENTICATION_FAILED with the message (nothing can carry
+        it in the v0 framing), then the connection closes."""
+        answer = None
+        if req is not None:
+            answer = authenticate_response(req, SASL_AUTHENTICATION_FAILED, message)
+        return self._failure(reason or message, answer, counted=counted)
 
     def _complete(self, principal: str) -> int:
         outcome = "reauthenticated" if self._reauthenticating else "ok"
@@ -298,6 +334,13 @@ class SaslSession:
         self.state = State.FAILED
         self.raw_tokens = False
         return Step(frame=answer, close=True, delay=self._cfg.sasl_failure_delay_ms / 1000)
+
+
+def _step(mechanism: _Mechanism, token: bytes) -> bytes | AuthenticationFailed:
+    try:
+        return mechanism.step(token)
+    except AuthenticationFailed as exc:
+        return exc
 
 
 def _in(version: int, versions: tuple[int, int]) -> bool:

@@ -30,8 +30,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def security(tmp_path: Path) -> Iterator[Security]:
+def open_security(tmp_path: Path, failures_per_minute: int = 30) -> Security:
     settings = Settings(
         data_dir=tmp_path,
         security=SecurityConfig(
@@ -39,11 +38,18 @@ def security(tmp_path: Path) -> Iterator[Security]:
             sasl_mechanisms="PLAIN,SCRAM-SHA-256",
             connections_max_reauth_ms=5000,
             sasl_failure_delay_ms=0,
+            sasl_failures_per_minute=failures_per_minute,
         ),
     )
     sec = Security.open(settings)
     set_password(sec.store, "bob", "SCRAM-SHA-256", b"pw")
     set_password(sec.store, "eve", "SCRAM-SHA-256", b"pw2")
+    return sec
+
+
+@pytest.fixture
+def security(tmp_path: Path) -> Iterator[Security]:
+    sec = open_security(tmp_path)
     yield sec
     sec.close()
 
@@ -68,6 +74,9 @@ def authenticate(session: SaslSession, token: bytes, version: int = 1):  # type:
         SASL_AUTHENTICATE_KEY,
         version,
     )
+    if step.check is not None:  # PLAIN's PBKDF2, which the connection runs in a thread
+        assert step.then is not None and session.state is State.CHECKING
+        step = step.then(step.check())
     assert step.frame is not None
     return step, decode_response(SASL_AUTHENTICATE_KEY, version, step.frame[4:])[1]
 
@@ -139,3 +148,27 @@ def test_unsupported_versions_and_garbage_close(security: Security) -> None:
     s = SaslSession(security, "10.0.0.1")
     handshake(s, "PLAIN")
     assert s.receive(b"\x00\x24\x00\x01garbage", SASL_AUTHENTICATE_KEY, 1).close
+
+
+def test_a_frame_during_a_password_check_closes_and_a_lost_check_counts(
+    tmp_path: Path,
+) -> None:
+    security = open_security(tmp_path, failures_per_minute=1)
+    try:
+        s = SaslSession(security, "10.0.0.9")
+        handshake(s, "PLAIN")
+        step = s.receive(
+            frame(request_class(SASL_AUTHENTICATE_KEY, 1)(auth_bytes=b"\0bob\0pw")),
+            SASL_AUTHENTICATE_KEY,
+            1,
+        )
+        assert step.check is not None and step.then is not None
+        # A check in progress holds the address's one place...
+        assert security.limiter.blocked("10.0.0.9")
+        assert s.receive(b"", SASL_AUTHENTICATE_KEY, 1).close  # pipelined while checking
+        # ...and the connection going away before it ended counts as a failure.
+        assert step.then(None).close
+        assert security.limiter.blocked("10.0.0.9")
+        assert not security.limiter.blocked("10.0.0.10")
+    finally:
+        security.close()
