@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from kafka.net.sasl.scram import SaslMechanismScram
 
 from .secservers import (
@@ -29,11 +28,6 @@ PER_MINUTE = 5
 CONNECTIONS = 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/broker/session.py checks limiter.blocked only on the first token "
-    "(report to H2: check it before every token, or FailureLimiter.begin/end)",
-)
 def test_scram_guesses_started_together_are_limited(tmp_path: Path) -> None:
     srv = SecureServer(
         tmp_path, sasl_args(mechanisms="SCRAM-SHA-256", failures_per_minute=PER_MINUTE)

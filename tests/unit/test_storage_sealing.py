@@ -148,13 +148,13 @@ async def test_a_search_across_a_publish_counts_every_record_once(
         planned_sizes: list[int] = []
         run = engine._run
 
-        async def publish_first(fn: Any, tasks: list[Any]) -> list[Any]:
+        async def publish_first(fn: Any, tasks: list[Any], heavy: bool = False) -> list[Any]:
             # The frozen segment is published (its directory removed) once it is planned.
             if not planned_sizes:
                 held.release.set()
                 pi._finish_sealing(wait=True)
             planned_sizes.append(len(tasks))
-            return await run(fn, tasks)
+            return await run(fn, tasks, heavy)
 
         monkeypatch.setattr(engine, "_run", publish_first)
 
