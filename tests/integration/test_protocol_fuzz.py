@@ -1,8 +1,9 @@
 """Protocol fuzzing against one real server: mutated valid requests of every API the broker
 advertises, random frames, huge length prefixes, array counts of 2^31-1 in otherwise valid
 requests, truncated frames, batches with bad CRCs and decompression bombs, over many
-connections; and on a SASL listener, mutated handshakes and tokens before authentication. After every test the server is alive, wrote no traceback, stayed under its
-memory bound, and a confluent-kafka producer and consumer on other connections kept working.
+connections; and on a SASL listener, mutated handshakes and tokens before authentication.
+After every test the server is alive, wrote no traceback, stayed under its memory bound,
+and a confluent-kafka producer and consumer on other connections kept working.
 Every probe is answered or its connection closed within a few seconds, never left hanging.
 
 Bounded: each hypothesis test has a fixed number of examples and a wall-clock budget after
