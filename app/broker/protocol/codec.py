@@ -57,6 +57,7 @@ class Request:
     client_host: str = ""  # "/ip", as Kafka's group descriptions show it
     client_address: str = ""  # the ip alone, for ACL host matching
     principal: str = "User:ANONYMOUS"  # who sent it: SASL identity, client certificate CN
+    elements: int = 0  # array elements in the body, all arrays together (counts.py)
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
@@ -108,7 +109,7 @@ def decode_request(frame: bytes) -> Request:
     flexible = bool(getattr(req_type, "__flexible__", False))
     try:
         client_id, pos = _read_header_rest(frame, flexible)
-        check_counts(frame, pos, req_type)
+        elements = check_counts(frame, pos, req_type)
         body, size = _reader(req_type)(frame, pos)
     except CountError as exc:
         raise MalformedRequest(f"api {api_key} v{version}: {exc}") from None
@@ -124,7 +125,8 @@ def decode_request(frame: bytes) -> Request:
         log.debug(
             "api %d v%d: ignoring %d trailing bytes", api_key, version, len(frame) - pos - size
         )
-    return Request(RequestHeader(api_key, version, correlation_id, client_id), body, flexible)
+    header = RequestHeader(api_key, version, correlation_id, client_id)
+    return Request(header, body, flexible, elements=elements)
 
 
 # (field, nullable, element or struct entity whose fields need checking too, or None)
