@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,49 @@ def bench_consume(bootstrap: str, topic: str, n: int, partitions: int) -> None:
     emit("consume_throughput_bytes", nbytes / elapsed / 1e6, "MB/s")
 
 
+def paced_acks(
+    p: confluent_kafka.Producer,
+    topic: str,
+    n: int,
+    rate: float,
+    value: Callable[[float], bytes],
+    **produce: Any,
+) -> list[float]:
+    """Produce n records at `rate` per second (`value(send time)` each) and return each one's
+    ack latency (send -> delivery callback) in seconds, once all are flushed."""
+    acks: list[float] = []
+
+    def acked(sent: float) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                acks.append(time.perf_counter() - sent)
+
+        return on_delivery
+
+    # A thread blocked in poll() runs each delivery callback as its ack
+    # arrives, and releases the GIL while it waits.
+    polling = threading.Event()
+    polling.set()
+
+    def poll_acks() -> None:
+        while polling.is_set():
+            p.poll(0.05)
+
+    poller = threading.Thread(target=poll_acks, daemon=True)
+    poller.start()
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.perf_counter()
+        p.produce(topic, value(sent), on_delivery=acked(sent), **produce)
+    p.flush(30)
+    polling.clear()
+    poller.join(5)
+    return acks
+
+
 def bench_e2e(bootstrap: str, topic: str, n: int, rate: float, size: int) -> None:
     c = confluent_kafka.Consumer(
         {
@@ -345,37 +389,7 @@ def bench_e2e(bootstrap: str, topic: str, n: int, rate: float, size: int) -> Non
     p.produce(topic, struct.pack(">d", 0.0) + pad, partition=0)
     p.flush(30)
     time.sleep(0.5)
-    interval = 1.0 / rate
-    acks: list[float] = []
-
-    def acked(sent: float) -> Any:
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is None:
-                acks.append(time.perf_counter() - sent)
-
-        return on_delivery
-
-    # A thread blocked in poll() runs each delivery callback as its ack
-    # arrives, and releases the GIL while it waits.
-    polling = threading.Event()
-    polling.set()
-
-    def poll_acks() -> None:
-        while polling.is_set():
-            p.poll(0.05)
-
-    poller = threading.Thread(target=poll_acks, daemon=True)
-    poller.start()
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i * interval - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        sent = time.perf_counter()
-        p.produce(topic, struct.pack(">d", sent) + pad, partition=0, on_delivery=acked(sent))
-    p.flush(30)
-    polling.clear()
-    poller.join(5)
+    acks = paced_acks(p, topic, n, rate, lambda sent: struct.pack(">d", sent) + pad, partition=0)
     t.join(30)
     done.set()
     c.close()

@@ -37,7 +37,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +48,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from broker_bench import REPO, ServerProcess, emit, pct, queue_all
+from broker_bench import REPO, ServerProcess, emit, paced_acks, pct, queue_all
 
 from tests.integration.certs import CertAuthority
 
@@ -183,36 +182,8 @@ def paced(bootstrap: str, conf: dict[str, str], n: int, rate: float, size: int) 
     )  # fmt: skip
     p.produce(topic, b"warm-up")
     p.flush(30)
-    acks: list[float] = []
-
-    def acked(sent: float) -> Any:
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is None:
-                acks.append(time.perf_counter() - sent)
-
-        return on_delivery
-
-    # a thread blocked in poll() runs each delivery callback as its ack arrives
-    polling = threading.Event()
-    polling.set()
-
-    def poll_acks() -> None:
-        while polling.is_set():
-            p.poll(0.05)
-
-    poller = threading.Thread(target=poll_acks, daemon=True)
-    poller.start()
     value = os.urandom(size)
-    start_at = time.perf_counter()
-    for i in range(n):
-        delay = start_at + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        sent = time.perf_counter()
-        p.produce(topic, value, on_delivery=acked(sent))
-    p.flush(30)
-    polling.clear()
-    poller.join(5)
+    acks = paced_acks(p, topic, n, rate, lambda _sent: value)
     if len(acks) < n:
         print(f"# paced: {len(acks)} of {n} acknowledged", file=sys.stderr)
     return {
