@@ -65,6 +65,8 @@ class Service:
         self.storage = Storage(settings)
         self.security = Security.open(settings)
         self.app = create_app(self.storage, self.security)
+        b = settings.broker
+        self.app.state.kafka_bootstrap = f"{b.advertised_host}:{b.advertised_kafka_port}"
         self.kafka: KafkaServer | None = None
         self.http: uvicorn.Server | None = None
         self._stop = asyncio.Event()

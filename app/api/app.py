@@ -11,7 +11,7 @@ from app.config import LimitsConfig
 from app.security import Security
 
 from ..storage.store import Storage
-from . import health, indexer, metrics, search, segments, tokens, topics
+from . import console, health, indexer, metrics, search, segments, tokens, topics, whoami
 from .auth import HttpAuth, authenticate
 from .limits import Limits
 from .search_models import Problem
@@ -68,4 +68,6 @@ def create_app(storage: Storage, security: Security | None = None) -> FastAPI:
     app.include_router(indexer.router, responses=_FORBIDDEN)
     app.include_router(metrics.router, responses=_FORBIDDEN)
     app.include_router(tokens.router)
+    app.include_router(whoami.router)
+    console.mount(app)
     return app

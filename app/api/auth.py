@@ -96,7 +96,9 @@ class HttpAuth:
 
     async def caller(self, request: Request) -> Caller:
         address = request.client.host if request.client is not None else ""
-        if request.url.path in self.open_paths:
+        path = request.url.path
+        if path in self.open_paths or path == "/" or path.startswith("/console/"):
+            # The console's shell and static files hold no data (console.py).
             return Caller(ANONYMOUS, address, open_path=True)
         if not self.required or self.security is None:
             return Caller(ANONYMOUS, address)
