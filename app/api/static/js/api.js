@@ -45,6 +45,9 @@ let signInShown = null;
 
 export async function api(path, params, init = {}) {
   const res = await fetch(path + query(params), {
+    // Without credentials the browser never opens its own Basic prompt on a 401 (Fetch
+    // standard); the sign-in form below asks instead, and the header carries what it got.
+    credentials: "omit",
     ...init,
     headers: { Accept: "application/json", ...authHeader(), ...(init.headers || {}) },
   });

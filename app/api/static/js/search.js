@@ -189,9 +189,20 @@ export function render(root, params, nav) {
       nav(formParams({ start, end: "" }));
     });
   }
-  $("#terms-field").addEventListener("change", () => {
-    delete $("#terms-field").dataset.suggested;
+  // Enter or leaving the box picks the field (it is outside the form: no submit).
+  const pickField = () => {
+    const input = $("#terms-field");
+    if (input.value.trim() === input.dataset.shown) return;
+    delete input.dataset.suggested;
+    input.dataset.shown = input.value.trim();
     nav(formParams());
+  };
+  $("#terms-field").addEventListener("change", pickField);
+  $("#terms-field").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      pickField();
+    }
   });
 
   run(root, $, { topics, partitions, sort, params, nav, formParams, showError });
@@ -278,6 +289,7 @@ async function run(root, $, ctx) {
   $("#terms-fields").replaceChildren(...fields.map((f) => new Option(f)));
   const field = params.get("field") || fields[0];
   $("#terms-field").value = field;
+  $("#terms-field").dataset.shown = field;
   if (!params.get("field")) $("#terms-field").dataset.suggested = "1";
   const pick = (c) => nav(formParams({ q: addClause($("#q").value, c) }));
   loadTerms($("#terms"), filters, field, pick);
