@@ -16,6 +16,8 @@ import uvicorn
 
 from .api.app import create_app
 from .broker.broker import Broker
+from .broker.groups import lag_metrics
+from .broker.groups.view import GroupsView
 from .broker.server import KafkaServer
 from .config import Settings
 from .security import Security, no_users_message, tls
@@ -110,6 +112,9 @@ class Service:
         kafka_tls = self.tls_context if s.security.tls_enabled else None
         self.kafka = KafkaServer(broker, self.security, kafka_tls)
         await broker.groups.start()
+        groups = GroupsView(broker.groups, self.storage)
+        self.app.state.groups = groups
+        lag_metrics.install(groups, asyncio.get_running_loop())
         # Recovery finishes or aborts what a crash left before any client is accepted.
         await broker.transactions.start()
         await self.kafka.start(s.broker.host, s.broker.port)

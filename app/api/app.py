@@ -11,7 +11,7 @@ from app.config import LimitsConfig
 from app.security import Security
 
 from ..storage.store import Storage
-from . import console, health, indexer, metrics, search, segments, tokens, topics, whoami
+from . import console, groups, health, indexer, metrics, search, segments, tokens, topics, whoami
 from .auth import HttpAuth, authenticate
 from .limits import Limits
 from .search_models import Problem
@@ -63,6 +63,7 @@ def create_app(storage: Storage, security: Security | None = None) -> FastAPI:
     app.state.ready = False
     app.include_router(health.router)
     app.include_router(topics.router, responses=_FORBIDDEN)
+    app.include_router(groups.router, responses=_FORBIDDEN)
     app.include_router(search.router, responses=_FORBIDDEN)
     app.include_router(segments.router, responses=_FORBIDDEN)
     app.include_router(indexer.router, responses=_FORBIDDEN)
