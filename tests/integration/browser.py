@@ -26,6 +26,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .conftest import REPO, Server, running_server, unique_topic
+from .layered import wait_until
 
 SKIP_REASON = "BROWSER TESTS SKIPPED: chromium not found on PATH"
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -86,6 +87,16 @@ class Console:
         """No console error, uncaught exception or failed request (unless `allow`ed)."""
         bad = [e for e in self.errors + self.failed if not allow(e)]
         assert not bad, "the page reported errors:\n" + "\n".join(bad)
+
+    def until(self, cond: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+        """wait_until, letting Playwright run before each try: its events (responses,
+        console messages) are delivered only inside its calls, never during a sleep."""
+
+        def pumped() -> Any:
+            self.page.wait_for_timeout(10)
+            return cond()
+
+        return wait_until(pumped, timeout, what)
 
     def search_requests(self, path: str = "/search") -> list[str]:
         """URLs of the page's requests to `path` (exactly, not /search/terms), oldest first."""
