@@ -258,3 +258,35 @@ def test_back_returns_to_the_previous_search(c: Console, srv: Server, topic: str
     c.until(lambda: c.page.input_value("#q") == "value.service:orders", "#q restored")
     shows(c, first)
     c.assert_clean()
+
+
+def test_around_opens_the_records_around_a_hit_in_its_partition(
+    c: Console, srv: Server, topic: str
+) -> None:
+    c.open(url(topic=topic, q="value.service:orders"))
+    answer = same_as_api(c, srv)
+    hit = answer["hits"][3]
+    row = c.page.locator(
+        f'.hit[data-partition="{hit["partition"]}"][data-offset="{hit["offset"]}"]'
+    )
+    row.locator("a.around").click()
+    c.until(lambda: page_params(c.page.url).get("sort") == ["offset"], "the around search opens")
+    params = page_params(c.page.url)
+    assert params["partition"] == [str(hit["partition"])], params
+    c.until(lambda: last_search(c).get("sort") == ["offset"], "the page searched around the hit")
+    around = same_as_api(c, srv)
+    offsets = [o for t, p, o in api_rows(around)]
+    assert hit["offset"] in offsets and offsets == sorted(offsets), offsets
+    assert {p for _, p, _ in api_rows(around)} == {hit["partition"]}
+    assert len(offsets) > 1
+    c.assert_clean()
+
+
+def test_several_topics_are_searched_together(c: Console, srv: Server, topic: str) -> None:
+    other = corpus_topic(srv, "more", 40, 1)
+    c.open(url(topic=f"{topic},{other}", q="timeout"))
+    answer = same_as_api(c, srv)
+    assert {t for t, _, _ in api_rows(answer)} == {topic, other}
+    chosen = c.page.eval_on_selector_all("#topics option:checked", "os => os.map(o => o.value)")
+    assert sorted(chosen) == sorted([topic, other])
+    c.assert_clean()

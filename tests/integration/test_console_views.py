@@ -165,12 +165,21 @@ def test_groups_view_shows_state_members_and_lag(
 
 def test_status_view_shows_indexer_and_segments(c: Console, srv: Server, topic: str) -> None:
     c.open("/?view=status")
-    c.page.locator("#indexer").wait_for()
-    c.page.locator("#segments").wait_for()
-    c.until(
-        lambda: topic in c.page.inner_text("#indexer") + c.page.inner_text("#segments"),
-        "the topic appears in the status view",
-    )
+    indexer = api(srv.http, "/indexer")
+    mine = [p for p in indexer["partitions"] if p["topic"] == topic]
+    assert len(mine) == PARTITIONS
+    for p in mine:
+        row = c.page.locator(
+            f'#indexer tr.checkpoint[data-topic="{topic}"][data-partition="{p["partition"]}"]'
+        )
+        row.wait_for()
+        assert figure(row, "indexed") == p["indexed_offset"]
+        assert figure(row, "high-watermark") == p["high_watermark"]
+    segments = api(srv.http, "/segments")["topics"][topic]
+    box = c.page.locator(f'#segments .segment-topic[data-topic="{topic}"]')
+    box.wait_for()
+    assert int(box.get_attribute("data-records") or -1) == segments["records"] == N
+    assert int(box.get_attribute("data-segments") or -1) == segments["segments"]
     c.shot("status")
     c.assert_clean()
 
