@@ -257,14 +257,14 @@ async function run(root, $, ctx) {
   };
   const add = (hits, { prepend = false } = {}) => {
     let added = 0;
-    const first = hitsBox.firstChild;
     for (const h of hits) {
       const id = `${h.topic}/${h.partition}/${h.offset}`;
       if (seen.has(id)) continue;
       seen.add(id);
       added++;
       const row = hitRow(h, q, bootstrap, many);
-      if (prepend) hitsBox.insertBefore(row, first);
+      // The tail's hits come oldest first: each goes on top, so the newest ends up first.
+      if (prepend) hitsBox.insertBefore(row, hitsBox.firstChild);
       else hitsBox.append(row);
     }
     return added;
