@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -250,17 +249,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             if text:
                 report.sections.append((f"chronik stderr ({srv.log_path})", text))
     return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Browser tests skipped for want of Chromium are said loudly (browser.py), never a
-    quiet 's' among thousands; .ci/run installs it."""
-    skipped = terminalreporter.stats.get("skipped", [])
-    missing = [r for r in skipped if "chromium not found" in str(r.longrepr)]
-    if missing:
-        terminalreporter.write_sep("!", "BROWSER TESTS SKIPPED: chromium not found", red=True)
-        terminalreporter.write_line(
-            f"{len(missing)} web console tests did not run. Install Debian's chromium "
-            "(apt-get install chromium) or run .ci/run, which installs it.",
-            red=True,
-        )
