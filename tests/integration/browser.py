@@ -4,7 +4,7 @@ Playwright's own browser downloads are never used: the Chromium on PATH is launc
 `executable_path`, with a fresh profile per module. Without it the browser tests skip, and
 `tests/conftest.py`'s terminal summary prints a loud warning so a run never passes silently.
 
-`console` is a page that records what a user would never see but a test must: console
+`Console` is a page that records what a user would never see but a test must: console
 errors, uncaught exceptions, failed requests (4xx/5xx and network failures) and the bytes
 every response transferred.
 """
