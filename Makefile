@@ -19,8 +19,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check app tests bench scripts
 	$(BIN)/mypy app
 
+# Two workers: most of the suite waits on servers and timeouts, not CPU. loadfile keeps each
+# module (and its module-scoped server) on one worker.
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
