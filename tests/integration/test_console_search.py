@@ -148,6 +148,9 @@ def test_a_bad_query_shows_the_apis_error_text(c: Console, srv: Server, topic: s
     c.open(url(topic=topic, q=bad))
     c.until(lambda: detail in (c.page.text_content("#error") or ""), f"#error shows {detail!r}")
     assert c.page.is_visible("#error")
+    # No empty chart under the error box: it would read as a range without matches.
+    c.until(lambda: not c.page.is_visible("#histogram"), "the histogram is hidden")
+    assert not c.page.is_visible("#terms")
     c.shot("search-error")
     c.assert_clean(is_http_error(400))
 
@@ -156,6 +159,11 @@ def test_dragging_over_the_histogram_narrows_the_range(c: Console, srv: Server, 
     c.open(url(topic=topic, q="timeout"))
     same_as_api(c, srv)
     box = c.until(lambda: c.page.locator("#histogram").bounding_box(), "the histogram is drawn")
+    drawn = api(srv.http, "/search/histogram", {"topic": topic, "q": "timeout"})
+    peak = max(b["count"] for b in drawn["buckets"])
+    scale = c.until(lambda: c.page.text_content("#histogram .scale"), "the scale note is drawn")
+    assert c.page.get_attribute("#histogram", "data-peak") == str(peak)
+    assert scale.startswith(f"peak {peak:,} per "), scale
     before = page_params(c.page.url)
     y = box["y"] + box["height"] / 2
     c.page.mouse.move(box["x"] + box["width"] * 0.3, y)

@@ -3,6 +3,7 @@ const NS = "http://www.w3.org/2000/svg";
 const W = 1000;
 const H = 120;
 const AXIS = 18;
+const HEAD = 16; // the band above the bars that holds the scale note
 
 function el(name, attrs, parent) {
   const node = document.createElementNS(NS, name);
@@ -16,6 +17,18 @@ function label(ms, span) {
   if (span < 60_000) return iso.slice(11, 23);
   if (span < 86_400_000) return iso.slice(11, 19);
   return `${iso.slice(0, 10)} ${iso.slice(11, 16)}`;
+}
+
+// A bucket's width for the scale note: "5 min", "1 h", "250 ms".
+function width(ms) {
+  const units = [
+    [86_400_000, "d"],
+    [3_600_000, "h"],
+    [60_000, "min"],
+    [1000, "s"],
+  ];
+  for (const [size, name] of units) if (ms >= size && ms % size === 0) return `${ms / size} ${name}`;
+  return `${ms} ms`;
 }
 
 // svg: the #histogram element; data: /search/histogram's answer; onZoom(startMs, endMs).
@@ -40,7 +53,7 @@ export function drawHistogram(svg, data, onZoom) {
   svg.dataset.endMs = String(hi);
   for (const b of buckets) {
     if (!b.count) continue;
-    const h = Math.max((b.count / top) * (plot - 4), 1);
+    const h = Math.max((b.count / top) * (plot - HEAD), 1);
     const bar = el(
       "rect",
       {
@@ -55,6 +68,10 @@ export function drawHistogram(svg, data, onZoom) {
     el("title", {}, bar).textContent = `${b.start}: ${b.count}`;
   }
   el("line", { x1: 0, x2: W, y1: plot, y2: plot, class: "axisline" }, svg);
+  // Bars are scaled to the tallest: without this note equal buckets would read as "a lot".
+  const scale = el("text", { x: 4, y: 12, class: "axis scale" }, svg);
+  scale.textContent = `peak ${top.toLocaleString("en")} per ${width(data.interval_ms)}`;
+  svg.dataset.peak = String(top);
   for (let i = 0; i <= 4; i++) {
     const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
     const at = (i / 4) * W;

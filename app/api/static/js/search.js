@@ -277,7 +277,9 @@ async function run(root, $, ctx) {
     page = await api("/search", { ...filters, sort, limit: PAGE });
   } catch (err) {
     showError(err);
-    $("#histogram").replaceChildren();
+    // No empty chart card under the error: it would read as "no matches".
+    $("#histogram").style.display = "none";
+    $("#terms").hidden = true;
     return;
   }
   if (!root.isConnected) return;
