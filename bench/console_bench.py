@@ -108,7 +108,11 @@ def main() -> None:
                 viewport=VIEWPORT,
             )
             for kind, q in QUERIES.items():
-                api = httpx.get(base + "/search", params={"topic": topic, "q": q, "limit": 50})
+                api = httpx.get(
+                    base + "/search", params={"topic": topic, "q": q, "limit": 50}, timeout=60
+                )
+                if api.status_code != 200:
+                    raise SystemExit(f"/search q={q!r}: {api.status_code} {api.text[:300]}")
                 answer = api.json()
                 want = len(answer["hits"])
                 sample(ctx, base, topic, q, want)  # warm: static files cached, index open

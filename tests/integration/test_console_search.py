@@ -10,6 +10,7 @@ and the first load weighs under 300 kB. Screenshots go to tests/artifacts/."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -254,6 +255,38 @@ def test_a_term_clicked_in_the_terms_panel_is_added_to_the_query(
     c.until(lambda: last_search(c).get("q") == [q], "the page searched the new query")
     answer = same_as_api(c, srv)
     assert answer["total"] == terms["terms"][0]["count"]
+    c.assert_clean()
+
+
+def test_the_suggested_terms_field_is_one_whose_values_repeat(c: Console, srv: Server) -> None:
+    # The panel loads the suggested field's terms unasked: a per-record field there (an id,
+    # a time) would count every record's value, seconds on a large topic.
+    name = browser.unique_topic("ids")
+    browser.create_topic(srv.bootstrap, name, 1)
+    producer = confluent_kafka.Producer({"bootstrap.servers": srv.bootstrap})
+    for i in range(60):
+        doc = {
+            "id": f"req-{i}",
+            "ts": 1_700_000_000_000 + i,
+            "region": ["eu", "us"][i % 2],
+            "kind": ["a", "b", "c"][i % 3],
+        }
+        producer.produce(name, json.dumps(doc).encode())
+    assert producer.flush(20) == 0
+    browser.wait_indexed(srv.http, name, 60)
+    c.open(url(topic=name))
+    same_as_api(c, srv)
+    c.until(lambda: c.search_requests("/search/terms"), "the terms panel loads")
+    asked = page_params(c.search_requests("/search/terms")[-1])
+    assert asked["field"] == ["value.region"], asked
+    assert c.page.input_value("#terms-field") == "value.region"
+    counts = api(srv.http, "/search/terms", {"topic": name, "field": "value.region"})["terms"]
+    c.until(lambda: c.page.locator(".term").count() == len(counts) == 2, "both regions listed")
+    # A field the query pins to one value is passed over for one that splits the matches.
+    c.open(url(topic=name, q="value.region:eu"))
+    c.until(lambda: last_search(c).get("q") == ["value.region:eu"], "the page searched")
+    assert same_as_api(c, srv)["total"] == 30
+    c.until(lambda: c.page.input_value("#terms-field") == "value.kind", "value.kind suggested")
     c.assert_clean()
 
 

@@ -287,14 +287,15 @@ async function run(root, $, ctx) {
   $("#took").textContent = `in ${page.took_ms} ms`;
   add(page.hits);
 
-  const fields = suggestFields(page.hits);
+  const { fields, best } = suggestFields(page.hits);
   $("#terms-fields").replaceChildren(...fields.map((f) => new Option(f)));
-  const field = params.get("field") || fields[0];
+  const field = params.get("field") || best || "";
   $("#terms-field").value = field;
   $("#terms-field").dataset.shown = field;
   if (!params.get("field")) $("#terms-field").dataset.suggested = "1";
   const pick = (c) => nav(formParams({ q: addClause($("#q").value, c) }));
-  loadTerms($("#terms"), filters, field, pick);
+  if (field) loadTerms($("#terms"), filters, field, pick);
+  else $("#terms-note").textContent = "Type or pick a field to count its values.";
 
   histogram.then(
     (h) =>

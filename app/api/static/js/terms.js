@@ -12,19 +12,46 @@ export function addClause(q, c) {
   return !base || base === "*" ? c : `${base} AND ${c}`;
 }
 
-// Fields worth offering: the hits' JSON paths (two levels), key and partition.
+// Fields worth offering: the hits' JSON paths (two levels), key and partition, in the order
+// seen; `best` is the one whose values repeat most among the hits, or null when none repeats.
+// Its terms are loaded without asking, so it must not be a per-record field (an id, a time):
+// counting ten million distinct values takes seconds and holds a search process meanwhile.
 export function suggestFields(hits) {
+  const values = new Map(); // path -> [occurrences, distinct values]
+  const note = (path, v) => {
+    if (v === null || typeof v === "object") return;
+    if (!values.has(path)) values.set(path, [0, new Set()]);
+    const entry = values.get(path);
+    entry[0]++;
+    entry[1].add(v);
+  };
   const seen = new Set();
   for (const h of hits) {
     const v = h.value_json;
     if (!v || typeof v !== "object" || Array.isArray(v)) continue;
     for (const [k, inner] of Object.entries(v)) {
       if (inner && typeof inner === "object" && !Array.isArray(inner)) {
-        for (const k2 of Object.keys(inner)) seen.add(`value.${k}.${k2}`);
-      } else if (!Array.isArray(inner)) seen.add(`value.${k}`);
+        for (const [k2, leaf] of Object.entries(inner)) {
+          seen.add(`value.${k}.${k2}`);
+          note(`value.${k}.${k2}`, leaf);
+        }
+      } else if (!Array.isArray(inner)) {
+        seen.add(`value.${k}`);
+        note(`value.${k}`, inner);
+      }
     }
   }
-  return [...seen].slice(0, 50).concat(["key", "partition"]);
+  let best = null;
+  let bestScore = Infinity;
+  for (const [path, [n, distinct]] of values) {
+    // Present in at least half the hits; with a handful of hits any field is cheap.
+    if (n * 2 < hits.length || (distinct.size >= n && hits.length >= 10)) continue;
+    // A field the query pins to one value (value.service:payments) tells nothing new: it
+    // comes after every field that splits the matches.
+    const score = distinct.size / n + (distinct.size === 1 ? 1 : 0);
+    if (score < bestScore) [best, bestScore] = [path, score];
+  }
+  return { fields: [...seen].slice(0, 50).concat(["key", "partition"]), best };
 }
 
 // panel: #terms; filters: the search's API parameters; onPick(clause).
