@@ -1,5 +1,6 @@
 // Search view: form, histogram, exact total, hit rows with paging, terms panel, live tail.
 import { api, whoami } from "./api.js";
+import { el } from "./format.js";
 import { drawHistogram } from "./histogram.js";
 import { addClause, loadTerms, suggestFields } from "./terms.js";
 import { headersCell, keyCell, valueCell } from "./value.js";
@@ -84,58 +85,53 @@ async function copy(text, button) {
 }
 
 function hitRow(hit, q, bootstrap, many) {
-  const row = document.createElement("article");
-  row.className = "hit";
-  row.dataset.topic = hit.topic;
-  row.dataset.partition = String(hit.partition);
-  row.dataset.offset = String(hit.offset);
-  row.dataset.timestamp = String(hit.timestamp_ms);
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const cells = [
-    ["time", hit.timestamp],
-    ...(many ? [["topic", hit.topic]] : []),
-    ["partition", `p${hit.partition}`],
-    ["offset", `@${hit.offset}`],
-  ];
-  for (const [cls, text] of cells) {
-    const s = document.createElement("span");
-    s.className = cls;
-    s.textContent = text;
-    meta.append(s);
-  }
-  const key = document.createElement("span");
-  key.className = "key";
-  key.append("key ", keyCell(hit, q));
-  meta.append(key);
-  const around = document.createElement("a");
-  around.className = "around";
   const lo = Math.max(hit.offset - AROUND, 0);
-  around.href = `/?${new URLSearchParams({
+  const around = el(
+    "a",
+    {
+      class: "around",
+      href: `/?${new URLSearchParams({
+        topic: hit.topic,
+        partition: String(hit.partition),
+        q: `offset:[${lo} TO ${hit.offset + AROUND}]`,
+        sort: "offset",
+      })}`,
+      title: `records ${lo} to ${hit.offset + AROUND} of partition ${hit.partition}`,
+    },
+    "around",
+  );
+  const code = el(
+    "code",
+    {},
+    `kcat -C -b ${bootstrap} -t ${shellQuote(hit.topic)} -p ${hit.partition} ` +
+      `-o ${hit.offset} -c 1`,
+  );
+  const button = el("button", { type: "button", class: "copy" }, "copy");
+  button.addEventListener("click", () => copy(code.textContent, button));
+  const meta = el(
+    "div",
+    { class: "meta" },
+    el("span", { class: "time" }, hit.timestamp),
+    many && el("span", { class: "topic" }, hit.topic),
+    el("span", { class: "partition" }, `p${hit.partition}`),
+    el("span", { class: "offset" }, `@${hit.offset}`),
+    el("span", { class: "key" }, "key ", keyCell(hit, q)),
+    around,
+  );
+  const dataset = {
     topic: hit.topic,
     partition: String(hit.partition),
-    q: `offset:[${lo} TO ${hit.offset + AROUND}]`,
-    sort: "offset",
-  })}`;
-  around.textContent = "around";
-  around.title = `records ${lo} to ${hit.offset + AROUND} of partition ${hit.partition}`;
-  meta.append(around);
-  const cmd = document.createElement("div");
-  cmd.className = "kcat";
-  const code = document.createElement("code");
-  code.textContent =
-    `kcat -C -b ${bootstrap} -t ${shellQuote(hit.topic)} -p ${hit.partition} ` +
-    `-o ${hit.offset} -c 1`;
-  const button = document.createElement("button");
-  button.type = "button";
-  button.className = "copy";
-  button.textContent = "copy";
-  button.addEventListener("click", () => copy(code.textContent, button));
-  cmd.append(code, button);
-  row.append(meta);
-  if (hit.headers && hit.headers.length) row.append(headersCell(hit));
-  row.append(valueCell(hit, q), cmd);
-  return row;
+    offset: String(hit.offset),
+    timestamp: String(hit.timestamp_ms),
+  };
+  return el(
+    "article",
+    { class: "hit", dataset },
+    meta,
+    hit.headers?.length ? headersCell(hit) : null,
+    valueCell(hit, q),
+    el("div", { class: "kcat" }, code, button),
+  );
 }
 
 export function render(root, params, nav) {

@@ -1,5 +1,6 @@
 // Terms panel: the top values of one field among the matches; a click adds it to the query.
 import { api } from "./api.js";
+import { el } from "./format.js";
 
 // field:"value" as the query syntax wants it: numbers and booleans bare, text quoted.
 export function clause(field, value) {
@@ -72,27 +73,20 @@ export async function loadTerms(panel, filters, field, onPick) {
   if (!data.terms.length) note.textContent = `no values of ${field}`;
   const top = Math.max(...data.terms.map((t) => t.count), 1);
   for (const t of data.terms) {
-    const li = document.createElement("li");
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "term";
-    b.dataset.field = field;
-    b.dataset.value = String(t.value);
-    b.dataset.count = String(t.count);
-    b.title = `add ${clause(field, t.value)} to the query`;
-    const name = document.createElement("span");
-    name.className = "term-value";
-    name.textContent = String(t.value);
-    const n = document.createElement("span");
-    n.className = "term-count";
-    n.textContent = String(t.count);
-    const bar = document.createElement("span");
-    bar.className = "term-bar";
-    bar.style.width = `${(t.count / top) * 100}%`;
-    b.append(bar, name, n);
-    b.addEventListener("click", () => onPick(clause(field, t.value)));
-    li.append(b);
-    list.append(li);
+    const b = el(
+      "button",
+      {
+        type: "button",
+        class: "term",
+        dataset: { field, value: String(t.value), count: String(t.count) },
+        title: `add ${clause(field, t.value)} to the query`,
+        onclick: () => onPick(clause(field, t.value)),
+      },
+      el("span", { class: "term-bar", style: `width: ${(t.count / top) * 100}%` }),
+      el("span", { class: "term-value" }, String(t.value)),
+      el("span", { class: "term-count" }, String(t.count)),
+    );
+    list.append(el("li", {}, b));
   }
   if (data.other) note.textContent = `${data.other} in other values`;
 }
